@@ -1,0 +1,46 @@
+//! Turns the guest core module into a component and embeds it in the host.
+//!
+//! The guest is built by `.ci/build-guest` (wasm32-unknown-unknown, profile `guest`); this
+//! script wraps it with the component type its wit-bindgen section describes. Without a
+//! guest module the host still compiles (for `cargo clippy`, say) and says at run time
+//! how to build one.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(newterms_no_guest)");
+    println!("cargo:rerun-if-env-changed=NEWTERMS_GUEST_MODULE");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let module = match std::env::var_os("NEWTERMS_GUEST_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest.join("../target"))
+            .join("wasm32-unknown-unknown/guest/newterms.wasm"),
+    };
+    println!("cargo:rerun-if-changed={}", module.display());
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("newterms.component.wasm");
+    let component = match std::fs::read(&module) {
+        Ok(bytes) => {
+            let encoded = wit_component::ComponentEncoder::default()
+                .module(&bytes)
+                .and_then(|e| e.validate(true).encode());
+            match encoded {
+                Ok(c) => c,
+                Err(e) => panic!("cannot make a component of {}: {e:#}", module.display()),
+            }
+        }
+        Err(_) => {
+            println!(
+                "cargo:warning=no guest module at {}: run .ci/build-guest; the host will say so at run time",
+                module.display()
+            );
+            println!("cargo:rustc-cfg=newterms_no_guest");
+            Vec::new()
+        }
+    };
+    if let Err(e) = std::fs::write(&out, component) {
+        panic!("cannot write {}: {e}", out.display());
+    }
+}

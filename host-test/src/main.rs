@@ -1,0 +1,368 @@
+//! `newterms`: run new-terms detection rules over log files, through the component.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use newterms_host::{BatchOutput, Output, Runtime, Session};
+
+const USAGE: &str = "\
+newterms: edge-side detection of Elastic new_terms rules (default: first sts:GetCallerIdentity
+per AWS identity in 10 days)
+
+Usage:
+  newterms run [OPTIONS] [FILE...]   detect over files (or stdin), write outputs to stdout
+  newterms check-rule FILE           validate a rule file
+  newterms component --out FILE      write the WebAssembly component this command runs
+  newterms help | --help             this text; `newterms run --help` for run's options
+";
+
+const RUN_USAGE: &str = "\
+Usage: newterms run [OPTIONS] [FILE...]
+
+Reads each FILE (`-` or none: stdin), plain or gzip, as NDJSON (one record per line) or as
+one JSON document (a CloudTrail delivery file {\"Records\": [...]}, an array of records, an
+EventBridge event, a record). Runs them through the newterms component in wasmtime and
+writes the outputs as NDJSON to stdout, a summary of the statistics to stderr.
+
+Options:
+  --rule FILE                 rule file (Elastic detection-rules TOML); default: built-in
+  --output MODE               alert (default) | passthrough | annotate
+  --max-terms N               most terms held (default 100000)
+  --allowed-lateness DUR      e.g. 1h (default), 30m
+  --max-record-bytes N        larger records are errors (default 1048576)
+  --errors FILE               write per-record errors as NDJSON to FILE (default: a count
+                              and the first error on stderr)
+  --component FILE            run this component instead of the built-in one
+  --batch N                   records per call into the component (default 256)
+";
+
+struct RunArgs {
+    rule: Option<PathBuf>,
+    settings: Vec<String>,
+    errors: Option<PathBuf>,
+    component: Option<PathBuf>,
+    batch: usize,
+    files: Vec<String>,
+}
+
+/// A usage error: exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+fn main() -> ExitCode {
+    match run_main() {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("newterms: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+}
+
+fn run_main() -> Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return Err(usage("no command given"));
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "run" => run(parse_run(rest)?),
+        "check-rule" => check_rule(rest),
+        "component" => write_component(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(usage(format!("unknown command `{other}` (see `newterms --help`)"))),
+    }
+}
+
+fn parse_run(args: &[String]) -> Result<RunArgs> {
+    let mut a = RunArgs {
+        rule: None,
+        settings: Vec::new(),
+        errors: None,
+        component: None,
+        batch: 256,
+        files: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| usage(format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--help" | "-h" => {
+                print!("{RUN_USAGE}");
+                std::process::exit(0);
+            }
+            "--rule" => a.rule = Some(value("--rule")?.into()),
+            "--output" => a.settings.push(format!("output = {:?}", value("--output")?)),
+            "--max-terms" => a.settings.push(format!("max_terms = {}", number(&value("--max-terms")?, "--max-terms")?)),
+            "--allowed-lateness" => a
+                .settings
+                .push(format!("allowed_lateness = {:?}", value("--allowed-lateness")?)),
+            "--max-record-bytes" => a.settings.push(format!(
+                "max_record_bytes = {}",
+                number(&value("--max-record-bytes")?, "--max-record-bytes")?
+            )),
+            "--errors" => a.errors = Some(value("--errors")?.into()),
+            "--component" => a.component = Some(value("--component")?.into()),
+            "--batch" => a.batch = number(&value("--batch")?, "--batch")?.max(1) as usize,
+            "-" => a.files.push("-".into()),
+            s if s.starts_with('-') => return Err(usage(format!("unknown option `{s}` (see `newterms run --help`)"))),
+            file => a.files.push(file.into()),
+        }
+    }
+    if a.files.is_empty() {
+        a.files.push("-".into());
+    }
+    Ok(a)
+}
+
+fn number(s: &str, name: &str) -> Result<u64> {
+    s.parse()
+        .map_err(|_| usage(format!("{name}: `{s}` is not a whole number")))
+}
+
+fn runtime(component: Option<&PathBuf>) -> Result<Runtime> {
+    match component {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Runtime::from_bytes(&bytes)
+        }
+        None => Runtime::embedded(),
+    }
+}
+
+fn read_rule(path: Option<&PathBuf>) -> Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading rule file {}", p.display())),
+        None => Ok(String::new()),
+    }
+}
+
+fn open_session(rt: &Runtime, rule: &str, settings: &str, what: &str) -> Result<Session> {
+    match Session::open(rt, rule, settings)? {
+        Ok(s) => Ok(s),
+        Err(e) => Err(usage(format!("{what}: {}", e.message))),
+    }
+}
+
+fn check_rule(args: &[String]) -> Result<ExitCode> {
+    let [path] = args else {
+        return Err(usage("usage: newterms check-rule FILE"));
+    };
+    if path == "--help" || path == "-h" {
+        println!("Usage: newterms check-rule FILE\n\nLoads the rule file as `newterms run --rule FILE` would and says whether it loads.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let rt = Runtime::embedded()?;
+    match Session::open(&rt, &text, "")? {
+        Ok(_) => {
+            println!("{path}: ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{path}: {}", e.message);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn write_component(args: &[String]) -> Result<ExitCode> {
+    let [flag, out] = args else {
+        return Err(usage("usage: newterms component --out FILE"));
+    };
+    if flag != "--out" {
+        return Err(usage("usage: newterms component --out FILE"));
+    }
+    if newterms_host::COMPONENT.is_empty() {
+        bail!("this build has no guest component: run `.ci/build-guest`");
+    }
+    std::fs::write(out, newterms_host::COMPONENT).with_context(|| format!("writing {out}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where per-record errors go.
+enum ErrorSink {
+    File(io::BufWriter<File>),
+    Count { count: u64, first: Option<String> },
+}
+
+impl ErrorSink {
+    fn record(&mut self, source: &str, line: u64, kind: &str, message: &str) -> Result<()> {
+        match self {
+            ErrorSink::File(w) => {
+                let doc = serde_json::json!({"source": source, "line": line, "kind": kind, "message": message});
+                writeln!(w, "{doc}")?;
+            }
+            ErrorSink::Count { count, first } => {
+                *count += 1;
+                if first.is_none() {
+                    *first = Some(format!("{source}:{line}: {kind}: {message}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Runner<'a> {
+    session: Session,
+    out: io::BufWriter<io::StdoutLock<'a>>,
+    errors: ErrorSink,
+    batch: usize,
+}
+
+impl Runner<'_> {
+    /// Sends inputs (each with its line number) through the component.
+    fn flush(&mut self, source: &str, inputs: &mut Vec<Vec<u8>>, lines: &mut Vec<u64>) -> Result<()> {
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let outputs: Vec<BatchOutput> = self.session.process_batch(inputs)?;
+        for BatchOutput { input, output } in outputs {
+            match output {
+                Output::Emit(doc) => {
+                    self.out.write_all(doc.as_bytes())?;
+                    self.out.write_all(b"\n")?;
+                }
+                Output::Error(e) => {
+                    let line = lines.get(input as usize).copied().unwrap_or(0);
+                    self.errors.record(source, line, e.kind.as_str(), &e.message)?;
+                }
+            }
+        }
+        self.out.flush()?;
+        inputs.clear();
+        lines.clear();
+        Ok(())
+    }
+
+    fn file(&mut self, name: &str) -> Result<()> {
+        let raw: Box<dyn Read> = if name == "-" {
+            Box::new(io::stdin().lock())
+        } else {
+            Box::new(File::open(name).with_context(|| format!("opening {name}"))?)
+        };
+        let mut reader = BufReader::with_capacity(1 << 16, raw);
+        let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+        let mut reader: Box<dyn BufRead> = if gz {
+            Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(reader)))
+        } else {
+            Box::new(reader)
+        };
+        let source = if name == "-" { "stdin" } else { name };
+        let mut inputs = Vec::new();
+        let mut lines = Vec::new();
+        let mut first = Vec::new();
+        reader.read_until(b'\n', &mut first).with_context(|| format!("reading {source}"))?;
+        let whole_document = first.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+            || (!first.trim_ascii().is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&first).is_err());
+        if whole_document {
+            reader.read_to_end(&mut first).with_context(|| format!("reading {source}"))?;
+            inputs.push(first);
+            lines.push(1);
+            return self.flush(source, &mut inputs, &mut lines);
+        }
+        let mut line_no = 1u64;
+        let mut line = first;
+        loop {
+            if !line.trim_ascii().is_empty() {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                inputs.push(std::mem::take(&mut line));
+                lines.push(line_no);
+            }
+            // Flush when the batch is full, or before a read that may block (streaming).
+            if inputs.len() >= self.batch || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+                self.flush(source, &mut inputs, &mut lines)?;
+            }
+            line.clear();
+            if reader.read_until(b'\n', &mut line).with_context(|| format!("reading {source}"))? == 0 {
+                break;
+            }
+            line_no += 1;
+        }
+        self.flush(source, &mut inputs, &mut lines)
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    for f in &args.files {
+        if f != "-" && !std::path::Path::new(f).is_file() {
+            return Err(usage(format!("{f}: no such file")));
+        }
+    }
+    let rule = read_rule(args.rule.as_ref())?;
+    let rt = runtime(args.component.as_ref())?;
+    let session = open_session(&rt, &rule, &args.settings.join("\n"), "rule")?;
+    let errors = match &args.errors {
+        Some(p) => ErrorSink::File(io::BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => ErrorSink::Count { count: 0, first: None },
+    };
+    let stdout = io::stdout();
+    let mut runner = Runner {
+        session,
+        out: io::BufWriter::new(stdout.lock()),
+        errors,
+        batch: args.batch,
+    };
+    for f in &args.files {
+        runner.file(f)?;
+    }
+    runner.out.flush()?;
+    let stats = runner.session.stats()?;
+    let summary: Vec<String> = stats
+        .fields()
+        .into_iter()
+        .filter(|(k, v)| *v != 0 || matches!(k.as_str(), "records" | "matched" | "alerts"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    eprintln!("newterms: {}", summary.join(" "));
+    match runner.errors {
+        ErrorSink::File(mut w) => w.flush()?,
+        ErrorSink::Count { count, first } => {
+            if let Some(first) = first {
+                eprintln!("newterms: {count} records had errors (use --errors FILE to keep them); first: {first}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+

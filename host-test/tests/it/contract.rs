@@ -1,0 +1,247 @@
+//! Runs `tests/contract.toml` through every back end: the back ends must agree byte for
+//! byte, and each case must produce what it states.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::backend::{Backend, Out, ALL};
+use crate::json_field;
+
+#[derive(Debug, Deserialize)]
+struct Table {
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    clause: String,
+    #[serde(default)]
+    rule_replace: Vec<(String, String)>,
+    #[serde(default)]
+    rule_append: String,
+    rule: Option<String>,
+    #[serde(default)]
+    settings: String,
+    #[serde(default)]
+    inputs: Vec<Input>,
+    #[serde(default)]
+    expect: Vec<Expect>,
+    #[serde(default)]
+    stats: HashMap<String, u64>,
+    config_error: Option<String>,
+    #[serde(default)]
+    config_contains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Input {
+    Text(String),
+    Hex { hex: String },
+}
+
+impl Input {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Input::Text(s) => s.as_bytes().to_vec(),
+            Input::Hex { hex } => (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex input"))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    alert: Option<Vec<String>>,
+    #[serde(default)]
+    fields: HashMap<String, toml::Value>,
+    input: Option<usize>,
+    record: Option<String>,
+    error: Option<String>,
+    contains: Option<String>,
+}
+
+fn load() -> Vec<Case> {
+    let text = include_str!("../contract.toml");
+    let table: Table = toml::from_str(text).expect("contract.toml parses");
+    table.case
+}
+
+fn rule_text(case: &Case) -> String {
+    if let Some(r) = &case.rule {
+        return r.clone();
+    }
+    let mut text = newterms::DEFAULT_RULE.to_owned();
+    for (from, to) in &case.rule_replace {
+        assert!(text.contains(from.as_str()), "{}: rule_replace text not found: {from:?}", case.name);
+        text = text.replacen(from.as_str(), to, 1);
+    }
+    text + &case.rule_append
+}
+
+/// Outputs (per input) and statistics of one back end, or its load error.
+type Run = Result<(Vec<Vec<Out>>, Vec<(String, u64)>), crate::backend::LoadError>;
+
+fn run(backend: Backend, case: &Case) -> Run {
+    let mut d = backend.open(&rule_text(case), &case.settings)?;
+    let inputs: Vec<Vec<u8>> = case.inputs.iter().map(Input::bytes).collect();
+    let outs = d.run(&inputs);
+    Ok((outs, d.stats()))
+}
+
+fn check(case: &Case, result: &Run, captures: &mut HashMap<String, String>) -> Result<(), String> {
+    if let Some(key) = &case.config_error {
+        let err = match result {
+            Ok(_) => return Err("expected a load error, the rule loaded".into()),
+            Err(e) => e,
+        };
+        let want = if key.is_empty() { None } else { Some(key.as_str()) };
+        if err.key.as_deref() != want {
+            return Err(format!("load error names {:?}, expected {want:?}: {}", err.key, err.message));
+        }
+        for c in &case.config_contains {
+            if !err.message.contains(c.as_str()) {
+                return Err(format!("load error {:?} lacks {c:?}", err.message));
+            }
+        }
+        return Ok(());
+    }
+    let (outs, stats) = result.as_ref().map_err(|e| format!("load error: {}", e.message))?;
+    let flat: Vec<&Out> = outs.iter().flatten().collect();
+    if flat.len() != case.expect.len() {
+        return Err(format!("{} outputs, expected {}: {flat:#?}", flat.len(), case.expect.len()));
+    }
+    for (i, (got, want)) in flat.iter().zip(&case.expect).enumerate() {
+        check_output(case, got, want, captures).map_err(|e| format!("output {i}: {e}"))?;
+    }
+    let stats: HashMap<&str, u64> = stats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    for (k, want) in &case.stats {
+        let got = stats.get(k.as_str()).ok_or_else(|| format!("no counter {k}"))?;
+        if got != want {
+            return Err(format!("counter {k} = {got}, expected {want}; all: {stats:?}"));
+        }
+    }
+    // The counters partition the records.
+    let parts = ["prefiltered", "unmatched", "no_term", "suppressed", "alerted"];
+    let errors: u64 = stats.iter().filter(|(k, _)| k.starts_with("errors.")).map(|(_, v)| v).sum();
+    let sum: u64 = parts.iter().map(|p| stats[p]).sum::<u64>() + errors;
+    if sum != stats["records"] {
+        return Err(format!("counters do not add up to records: {stats:?}"));
+    }
+    Ok(())
+}
+
+fn check_output(case: &Case, got: &Out, want: &Expect, captures: &mut HashMap<String, String>) -> Result<(), String> {
+    if let Some(kind) = &want.error {
+        let Out::Error { kind: k, message } = got else {
+            return Err(format!("expected a {kind} error, got {got:?}"));
+        };
+        if k != kind {
+            return Err(format!("error kind {k}, expected {kind}: {message}"));
+        }
+        if let Some(c) = &want.contains {
+            if !message.contains(c.as_str()) {
+                return Err(format!("error message {message:?} lacks {c:?}"));
+            }
+        }
+        return Ok(());
+    }
+    let Out::Emit(text) = got else {
+        return Err(format!("expected a record, got {got:?}"));
+    };
+    if let Some(n) = want.input {
+        let input = case.inputs[n].bytes();
+        if text.as_bytes() != input {
+            return Err(format!("expected input {n} unchanged, got {text}"));
+        }
+    }
+    if let Some(r) = &want.record {
+        if text != r {
+            return Err(format!("expected {r}, got {text}"));
+        }
+    }
+    if let Some(terms) = &want.alert {
+        let doc: Value = serde_json::from_str(text).map_err(|e| format!("alert is not JSON: {e}"))?;
+        let got_terms = json_field(&doc, "kibana.alert.new_terms");
+        if got_terms != Some(&Value::from(terms.clone())) {
+            return Err(format!("new_terms {got_terms:?}, expected {terms:?}"));
+        }
+        if json_field(&doc, "event.kind") != Some(&Value::from("signal")) {
+            return Err("event.kind is not signal".into());
+        }
+        for (path, want) in &want.fields {
+            let got = json_field(&doc, path).ok_or_else(|| format!("alert has no {path}"))?;
+            if let Some(name) = want.as_str().and_then(|s| s.strip_prefix('=')) {
+                // A named capture: the same name must hold the same value within the case.
+                let got = got.to_string();
+                let seen = captures.entry(name.to_owned()).or_insert_with(|| got.clone());
+                if *seen != got {
+                    return Err(format!("{path} = {got}, but {name} was {seen}"));
+                }
+                continue;
+            }
+            let want = serde_json::to_value(want).map_err(|e| e.to_string())?;
+            if *got != want {
+                return Err(format!("{path} = {got}, expected {want}"));
+            }
+        }
+        let distinct: std::collections::HashSet<_> = captures.values().collect();
+        if distinct.len() != captures.len() {
+            return Err(format!("different names captured equal values: {captures:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn contract_table() {
+    let cases = load();
+    assert!(cases.len() >= 40, "the table has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let runs: Vec<(Backend, Run)> = ALL.iter().map(|b| (*b, run(*b, case))).collect();
+        for (b, r) in &runs {
+            let mut captures = HashMap::new();
+            if let Err(e) = check(case, r, &mut captures) {
+                failures.push(format!("[{}] {} ({}): {e}", b.name(), case.name, case.clause));
+            }
+        }
+        // Every back end gives the same bytes.
+        let (first_backend, first) = &runs[0];
+        for (b, r) in &runs[1..] {
+            let same = match (first, r) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a.key == b.key,
+                _ => false,
+            };
+            if !same {
+                failures.push(format!(
+                    "{}: {} and {} differ:\n{first:#?}\n{r:#?}",
+                    case.name,
+                    first_backend.name(),
+                    b.name()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn the_table_covers_every_clause_of_the_contract() {
+    let cases = load();
+    let clauses: std::collections::HashSet<&str> = cases
+        .iter()
+        .map(|c| c.clause.split(':').next().unwrap_or(""))
+        .collect();
+    for section in ["inputs", "mapping", "query", "new terms", "output", "bad input", "configuration"] {
+        assert!(clauses.contains(section), "no case for the contract's {section} section");
+    }
+}

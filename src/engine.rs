@@ -1,0 +1,428 @@
+//! Drives each record through the steps: frame, prefilter, view, query, terms, output.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+use crate::alert::{self, AlertFacts};
+use crate::error::{ErrorKind, RecordError};
+use crate::query::{self, Prefilter, Query};
+use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar, TooManyFields};
+use crate::rule::{OutputMode, Rule, RuleError};
+use crate::stats::Stats;
+use crate::terms::{TermLimits, TermTable};
+use crate::time::{self, Nanos};
+
+/// The most term combinations one record may produce (array values multiply).
+pub const MAX_COMBINATIONS: usize = 1000;
+
+/// Separates the values of a term tuple in its key: a byte UTF-8 never contains.
+const TUPLE_SEPARATOR: u8 = 0xff;
+
+/// One thing the detector emits for its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// A record to pass on: an alert document, or a record as given.
+    Emit(Cow<'a, str>),
+    /// A record that could not be processed.
+    Error(RecordError),
+}
+
+/// The detector: one rule, its compiled query, its term table and its counters.
+#[derive(Debug)]
+pub struct Detector {
+    rule: Rule,
+    layout: Layout,
+    query: Query,
+    prefilter: Prefilter,
+    term_fields: Vec<FieldId>,
+    time_fields: Vec<FieldId>,
+    event_id: FieldId,
+    terms: TermTable,
+    stats: Stats,
+    /// The key of the current term, reused between records.
+    key: Vec<u8>,
+}
+
+fn too_many(_: TooManyFields) -> RuleError {
+    RuleError::Query {
+        error: query::QueryError::too_many_fields(),
+    }
+}
+
+impl Detector {
+    /// Loads a rule file (empty: the embedded default) with settings overrides.
+    pub fn from_config(rule_text: &str, overrides: &str) -> Result<Detector, RuleError> {
+        Detector::new(Rule::parse(rule_text, overrides)?)
+    }
+
+    pub fn new(rule: Rule) -> Result<Detector, RuleError> {
+        let mut b = LayoutBuilder::new();
+        let query = Query::compile(&rule.query, &mut b).map_err(|error| RuleError::Query { error })?;
+        let term_fields = rule
+            .new_terms_fields
+            .iter()
+            .map(|f| b.field(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(too_many)?;
+        let mut time_fields = Vec::new();
+        if let Some(f) = &rule.timestamp_override {
+            time_fields.push(b.field(f).map_err(too_many)?);
+        }
+        let ts = b.field("@timestamp").map_err(too_many)?;
+        if !time_fields.contains(&ts) {
+            time_fields.push(ts);
+        }
+        let event_id = b.field("event.id").map_err(too_many)?;
+        let layout = b.build().map_err(too_many)?;
+        let prefilter = query.prefilter(&layout);
+        let terms = TermTable::new(TermLimits {
+            window: rule.history_window,
+            allowed_lateness: rule.settings.allowed_lateness,
+            max_terms: rule.settings.max_terms,
+        });
+        Ok(Detector {
+            rule,
+            layout,
+            query,
+            prefilter,
+            term_fields,
+            time_fields,
+            event_id,
+            terms,
+            stats: Stats::default(),
+            key: Vec::new(),
+        })
+    }
+
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    pub fn prefilter(&self) -> &Prefilter {
+        &self.prefilter
+    }
+
+    pub fn terms(&self) -> &TermTable {
+        &self.terms
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = self.terms.counters();
+        Stats {
+            evicted_window: c.evicted_window,
+            evicted_capacity: c.evicted_capacity,
+            terms_held: self.terms.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Processes one input: a record, a CloudTrail delivery object (`{"Records": [...]}`),
+    /// a JSON array of records, or an EventBridge envelope. Every output goes to `sink`.
+    pub fn process(&mut self, input: &[u8], sink: &mut dyn FnMut(Output<'_>)) {
+        if first_byte(input) == Some(b'[') {
+            self.process_array(input, sink);
+        } else {
+            self.process_record(input, true, None, sink);
+        }
+    }
+
+    /// Processes one input and collects its outputs (convenience for tests and hosts).
+    pub fn process_collect(&mut self, input: &[u8]) -> Vec<Output<'static>> {
+        let mut out = Vec::new();
+        self.process(input, &mut |o| {
+            out.push(match o {
+                Output::Emit(s) => Output::Emit(Cow::Owned(s.into_owned())),
+                Output::Error(e) => Output::Error(e),
+            })
+        });
+        out
+    }
+
+    fn process_array(&mut self, input: &[u8], sink: &mut dyn FnMut(Output<'_>)) {
+        match serde_json::from_slice::<Vec<&RawValue>>(input) {
+            Ok(items) => {
+                for (i, raw) in items.iter().enumerate() {
+                    let place = format!("[{i}]");
+                    self.process_record(raw.get().as_bytes(), false, Some(&place), sink);
+                }
+            }
+            Err(e) => self.fail(RecordError::new(ErrorKind::InvalidJson, e.to_string()), None, sink),
+        }
+    }
+
+    fn fail(&mut self, err: RecordError, place: Option<&str>, sink: &mut dyn FnMut(Output<'_>)) {
+        self.stats.records += 1;
+        self.stats.count_error(err.kind());
+        sink(Output::Error(match place {
+            Some(p) => err.within(p),
+            None => err,
+        }));
+    }
+
+    /// Passes a record on unchanged (annotate mode), as text.
+    fn pass(&mut self, text: &[u8], place: Option<&str>, sink: &mut dyn FnMut(Output<'_>)) {
+        match std::str::from_utf8(text) {
+            Ok(s) => sink(Output::Emit(Cow::Borrowed(s))),
+            Err(e) => {
+                // Counted as an error instead of whatever it was counted as.
+                self.stats.count_error(ErrorKind::InvalidJson);
+                let err = RecordError::new(ErrorKind::InvalidJson, format!("invalid UTF-8: {e}"));
+                sink(Output::Error(match place {
+                    Some(p) => err.within(p),
+                    None => err,
+                }));
+            }
+        }
+    }
+
+    fn process_record(
+        &mut self,
+        text: &[u8],
+        envelopes: bool,
+        place: Option<&str>,
+        sink: &mut dyn FnMut(Output<'_>),
+    ) {
+        let limit = self.rule.settings.max_record_bytes;
+        let annotate = self.rule.settings.output == OutputMode::Annotate;
+        // A CloudTrail delivery object is always opened, so its records are counted and
+        // (in annotate mode) passed one by one.
+        let delivery = envelopes && starts_with_records_key(text);
+        if text.len() > limit && !delivery {
+            let err = RecordError::new(
+                ErrorKind::TooLarge,
+                format!("{} bytes, over the limit of {limit} (max_record_bytes)", text.len()),
+            );
+            return self.fail(err, place, sink);
+        }
+        // Only an object can match: anything else is parsed, to report what it is.
+        let object = first_byte(text) == Some(b'{');
+        if object && !delivery && !self.prefilter.may_match(text) {
+            // In annotate mode an EventBridge envelope must still be opened.
+            let eventbridge = annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some();
+            if !eventbridge {
+                self.stats.records += 1;
+                self.stats.prefiltered += 1;
+                if annotate {
+                    self.pass(text, place, sink);
+                }
+                return;
+            }
+        }
+        let mut view = match RecordView::parse(text, &self.layout, envelopes) {
+            Ok(v) => v,
+            Err(e) => return self.fail(e, place, sink),
+        };
+        if envelopes {
+            if let Some(records) = view.take_records() {
+                for (i, raw) in records.iter().enumerate() {
+                    let p = format!("Records[{i}]");
+                    self.process_record(raw.get().as_bytes(), false, Some(&p), sink);
+                }
+                return;
+            }
+            if let Some(detail) = view.eventbridge_detail(&self.layout) {
+                return self.process_record(detail.get().as_bytes(), false, Some("detail"), sink);
+            }
+        }
+        if text.len() > limit {
+            let err = RecordError::new(
+                ErrorKind::TooLarge,
+                format!("{} bytes, over the limit of {limit} (max_record_bytes)", text.len()),
+            );
+            return self.fail(err, place, sink);
+        }
+        match self.decide(text, &view, sink) {
+            Ok(()) => {}
+            Err(e) => self.fail(e, place, sink),
+        }
+    }
+
+    /// Query, terms, time, table, output. Any error returns before the table is touched.
+    fn decide(
+        &mut self,
+        text: &[u8],
+        view: &RecordView<'_>,
+        sink: &mut dyn FnMut(Output<'_>),
+    ) -> Result<(), RecordError> {
+        let annotate = self.rule.settings.output == OutputMode::Annotate;
+        if !self.query.matches(view, &self.layout)? {
+            self.stats.records += 1;
+            self.stats.unmatched += 1;
+            if annotate {
+                self.pass(text, None, sink);
+            }
+            return Ok(());
+        }
+        let mut columns: [&[Scalar<'_>]; 3] = [&[]; 3];
+        let mut combinations = 1usize;
+        for (i, f) in self.term_fields.iter().enumerate() {
+            columns[i] = match view.get(&self.layout, *f) {
+                Field::Absent => &[],
+                Field::Values(v) => v,
+                Field::Object => return Err(query::wrong_type(&self.layout, *f, true)),
+                Field::Mismatch => return Err(query::wrong_type(&self.layout, *f, false)),
+            };
+            combinations = combinations.saturating_mul(columns[i].iter().filter(|s| !is_empty(s)).count());
+        }
+        let fields = self.term_fields.len();
+        if combinations == 0 {
+            self.stats.records += 1;
+            self.stats.matched += 1;
+            self.stats.no_term += 1;
+            if annotate {
+                self.pass(text, None, sink);
+            }
+            return Ok(());
+        }
+        if combinations > MAX_COMBINATIONS {
+            return Err(RecordError::new(
+                ErrorKind::TooLarge,
+                format!("its new-terms fields give {combinations} combinations, over the limit of {MAX_COMBINATIONS}"),
+            ));
+        }
+        let ts = self.record_time(view)?;
+
+        // From here on the record is accepted: count it and update the table.
+        self.stats.records += 1;
+        self.stats.matched += 1;
+        if self.terms.is_late(ts) {
+            self.stats.late += 1;
+        }
+        let mut odometer = [0usize; 3];
+        let mut emitted = false;
+        loop {
+            let mut values: [Cow<'_, str>; 3] = [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
+            let mut complete = true;
+            for i in 0..fields {
+                match columns[i].get(odometer[i]) {
+                    Some(s) if !is_empty(s) => values[i] = s.text(),
+                    _ => complete = false,
+                }
+            }
+            if complete {
+                self.key.clear();
+                for (i, v) in values[..fields].iter().enumerate() {
+                    if i > 0 {
+                        self.key.push(TUPLE_SEPARATOR);
+                    }
+                    self.key.extend_from_slice(v.as_bytes());
+                }
+                if self.terms.observe(&self.key, ts).new {
+                    self.stats.alerts += 1;
+                    let terms: [&str; 3] = [&values[0], &values[1], &values[2]];
+                    let event_id = first_text(view, &self.layout, self.event_id);
+                    let facts = AlertFacts {
+                        rule: &self.rule,
+                        terms: &terms[..fields],
+                        time: ts,
+                        event_id: event_id.as_deref(),
+                    };
+                    let output = self.rule.settings.output;
+                    let render = output == OutputMode::Alert || (output == OutputMode::Annotate && !emitted);
+                    if render {
+                        // The table already holds the term: a record the alert cannot be
+                        // built from (a lone surrogate escape in a field the rule does not
+                        // read) is reported, and the sighting stands.
+                        match alert::render(text, &facts) {
+                            Ok(doc) => sink(Output::Emit(Cow::Owned(doc))),
+                            Err(e) => {
+                                self.stats.count_error(e.kind());
+                                sink(Output::Error(e));
+                            }
+                        }
+                    } else if output == OutputMode::Passthrough && !emitted {
+                        self.pass(text, None, sink);
+                    }
+                    emitted = true;
+                }
+            }
+            // Advance the odometer over the value columns.
+            let mut i = 0;
+            loop {
+                if i == fields {
+                    if emitted {
+                        self.stats.alerted += 1;
+                    } else {
+                        self.stats.suppressed += 1;
+                        if annotate {
+                            self.pass(text, None, sink);
+                        }
+                    }
+                    return Ok(());
+                }
+                odometer[i] += 1;
+                if odometer[i] < columns[i].len() {
+                    break;
+                }
+                odometer[i] = 0;
+                i += 1;
+            }
+        }
+    }
+
+    /// The record's time: the rule's `timestamp_override` field when present, else
+    /// `@timestamp` (for raw CloudTrail, `eventTime`).
+    fn record_time(&self, view: &RecordView<'_>) -> Result<Nanos, RecordError> {
+        for &f in &self.time_fields {
+            let name = self.layout.field_name(f);
+            let bad = |what: String| RecordError::new(ErrorKind::BadTime, format!("field `{name}`: {what}"));
+            match view.get(&self.layout, f) {
+                Field::Absent => continue,
+                Field::Values([Scalar::Str(s), ..]) => {
+                    return time::parse_timestamp(s).ok_or_else(|| bad(format!("`{s}` is not a timestamp")))
+                }
+                Field::Values([Scalar::Num(n), ..]) => {
+                    return n
+                        .as_f64()
+                        .and_then(time::from_epoch_millis)
+                        .ok_or_else(|| bad(format!("{n} is not a time in epoch milliseconds")))
+                }
+                Field::Values(_) => return Err(bad("not a timestamp".into())),
+                Field::Object | Field::Mismatch => return Err(bad("not a timestamp".into())),
+            }
+        }
+        let names: Vec<&str> = self.time_fields.iter().map(|f| self.layout.field_name(*f)).collect();
+        Err(RecordError::new(
+            ErrorKind::BadTime,
+            format!("no time: none of {} is present", names.join(", ")),
+        ))
+    }
+}
+
+fn first_byte(text: &[u8]) -> Option<u8> {
+    text.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+fn is_empty(s: &Scalar<'_>) -> bool {
+    matches!(s, Scalar::Str(v) if v.is_empty())
+}
+
+fn first_text(view: &RecordView<'_>, layout: &Layout, f: FieldId) -> Option<String> {
+    match view.get(layout, f) {
+        Field::Values([first, ..]) => Some(first.text().into_owned()),
+        _ => None,
+    }
+}
+
+/// Whether the text is an object whose first key is `Records` (a CloudTrail delivery
+/// file), judged from its first bytes.
+fn starts_with_records_key(text: &[u8]) -> bool {
+    let mut rest = text;
+    let skip_ws = |r: &mut &[u8]| {
+        while let [b, tail @ ..] = *r {
+            if b.is_ascii_whitespace() {
+                *r = tail;
+            } else {
+                break;
+            }
+        }
+    };
+    skip_ws(&mut rest);
+    let Some(after) = rest.strip_prefix(b"{") else {
+        return false;
+    };
+    rest = after;
+    skip_ws(&mut rest);
+    rest.starts_with(b"\"Records\"")
+}

@@ -1,0 +1,4 @@
+//! Front ends: each translates the core's types and errors for one host, nothing more.
+
+#[cfg(feature = "component")]
+mod component;

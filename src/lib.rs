@@ -1,0 +1,40 @@
+//! newterms: Elastic `new_terms` detection rules run inside the log stream.
+//!
+//! Records flow one way: bytes in, a borrowed [`RecordView`] of the fields the rule reads,
+//! the rule's [`Query`], the [`TermTable`] of when each term was last seen, and an alert
+//! out. [`Detector`] drives them; the WebAssembly front ends only translate types.
+//!
+//! ```
+//! use newterms::{Detector, Output};
+//!
+//! // The embedded default rule: first sts:GetCallerIdentity per identity in 10 days.
+//! let mut detector = Detector::from_config("", "").unwrap();
+//! let record = br#"{"eventVersion":"1.08","eventTime":"2023-07-10T11:46:18Z",
+//!   "eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity",
+//!   "userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::123456789012:user/alice"}}"#;
+//! let first = detector.process_collect(record);
+//! assert!(matches!(&first[..], [Output::Emit(alert)] if alert.contains("kibana.alert.new_terms")));
+//! assert!(detector.process_collect(record).is_empty(), "seen within the window");
+//! ```
+
+mod alert;
+mod engine;
+mod error;
+pub mod query;
+mod record;
+mod rule;
+mod stats;
+mod terms;
+pub mod time;
+
+#[cfg(feature = "component")]
+mod frontend;
+
+pub use alert::{render as render_alert, AlertFacts};
+pub use engine::{Detector, Output, MAX_COMBINATIONS};
+pub use error::{ErrorKind, RecordError};
+pub use query::{Prefilter, Query, QueryError};
+pub use record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
+pub use rule::{OutputMode, Rule, RuleError, Settings, DEFAULT_RULE};
+pub use stats::Stats;
+pub use terms::{Observation, TermLimits, TermTable};

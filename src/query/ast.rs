@@ -1,0 +1,94 @@
+//! The KQL syntax tree, as parsed, before fields are resolved.
+
+/// A query expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+    /// `field: value-expression`.
+    Field { field: String, value: ValueExpr },
+}
+
+/// The right-hand side of `field:`; `field: (a or b)` is a tree of values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueExpr {
+    And(Vec<ValueExpr>),
+    Or(Vec<ValueExpr>),
+    Not(Box<ValueExpr>),
+    Value(Pattern),
+}
+
+/// One value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pattern {
+    /// Matches exactly (a quoted string, or a bare value without an unescaped `*`).
+    Exact(String),
+    /// A bare value with unescaped `*`: the literal pieces between the stars.
+    /// `*` alone (pieces `["", ""]`) is an existence test.
+    Wildcard(Vec<String>),
+}
+
+impl Pattern {
+    /// `field: *`.
+    pub fn is_exists(&self) -> bool {
+        matches!(self, Pattern::Wildcard(p) if p.iter().all(String::is_empty))
+    }
+
+    /// Whether `text` matches: exactly and case-sensitively, `*` standing for any run of
+    /// characters (possibly empty).
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Pattern::Exact(s) => s == text,
+            Pattern::Wildcard(pieces) => wildcard_match(pieces, text),
+        }
+    }
+}
+
+/// Glob match of `text` against `pieces[0] * pieces[1] * ... * pieces[n-1]`.
+fn wildcard_match(pieces: &[String], text: &str) -> bool {
+    let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
+        return true;
+    };
+    if pieces.len() == 1 {
+        return first == text;
+    }
+    let Some(mut rest) = text.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    let middle = &pieces[1..pieces.len() - 1];
+    for piece in middle {
+        // Leftmost match of each middle piece is optimal for a `*`-only glob.
+        match rest.find(piece.as_str()) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(p: &[&str]) -> Pattern {
+        Pattern::Wildcard(p.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(w(&["", ""]).matches(""));
+        assert!(w(&["", ""]).is_exists());
+        assert!(w(&["Get", ""]).matches("GetCallerIdentity"));
+        assert!(!w(&["Get", ""]).matches("getCallerIdentity"));
+        assert!(w(&["", "Identity"]).matches("GetCallerIdentity"));
+        assert!(w(&["G", "Caller", "y"]).matches("GetCallerIdentity"));
+        assert!(!w(&["G", "Caller", "y"]).matches("GetCallerIdentit"));
+        assert!(w(&["ab", "ab"]).matches("abab"));
+        assert!(!w(&["ab", "ab"]).matches("aba"), "prefix and suffix may not overlap");
+        assert!(w(&["a", "b", "b"]).matches("abb"));
+        assert!(!w(&["a", "b", "b"]).matches("ab"));
+        assert!(Pattern::Exact("a*".into()).matches("a*"));
+        assert!(!Pattern::Exact("a*".into()).matches("ab"));
+    }
+}

@@ -1,0 +1,398 @@
+//! The rule file (Elastic detection-rules TOML) and our own settings.
+//!
+//! What is read from the rule: `rule.type` (must be `new_terms`), `rule.language` (must
+//! be `kuery`), `rule.query`, `rule.rule_id`, `rule.name`, `rule.severity`,
+//! `rule.risk_score`, `rule.tags`, `rule.threat`, `rule.timestamp_override`,
+//! `rule.new_terms.value` (the new-terms fields) and the `history_window_start` entry of
+//! `rule.new_terms.history_window_start`. Every other key of Elastic's format is accepted
+//! and ignored. Our settings live in an optional `[newterms]` table, where an unknown key
+//! is an error.
+
+use std::fmt;
+
+use toml::{Table, Value};
+
+use crate::query::QueryError;
+use crate::time::{self, Nanos, NANOS_PER_DAY};
+
+/// The rule built in: Elastic's "AWS STS GetCallerIdentity API Called for the First Time".
+pub const DEFAULT_RULE: &str = include_str!("../examples/rules/aws-sts-getcalleridentity-first-time.toml");
+
+/// A rule that cannot be loaded: which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// The file is not valid TOML.
+    Toml { message: String },
+    /// A key is missing, has the wrong type or an unusable value.
+    Key { key: String, message: String },
+    /// The query cannot be run.
+    Query { error: QueryError },
+}
+
+impl RuleError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        RuleError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The key the error is about, when there is one.
+    pub fn key_name(&self) -> Option<&str> {
+        match self {
+            RuleError::Key { key, .. } => Some(key),
+            RuleError::Query { .. } => Some("rule.query"),
+            RuleError::Toml { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::Toml { message } => write!(f, "the rule file is not valid TOML: {message}"),
+            RuleError::Key { key, message } => write!(f, "{key}: {message}"),
+            RuleError::Query { error } => write!(f, "rule.query: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// What is emitted for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// One ECS alert document per new term; everything else is dropped.
+    Alert,
+    /// The records that carry a new term, unchanged; everything else is dropped.
+    Passthrough,
+    /// Every record; those that carry a new term with the alert fields added.
+    Annotate,
+}
+
+impl OutputMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "alert" => Some(OutputMode::Alert),
+            "passthrough" => Some(OutputMode::Passthrough),
+            "annotate" => Some(OutputMode::Annotate),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputMode::Alert => "alert",
+            OutputMode::Passthrough => "passthrough",
+            OutputMode::Annotate => "annotate",
+        }
+    }
+}
+
+/// Our settings: the `[newterms]` table of the rule file, then any overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `output`: `alert` (default), `passthrough` or `annotate`.
+    pub output: OutputMode,
+    /// `max_terms`: the most terms the table holds (default 100,000, about 15 MiB with
+    /// ARN-sized terms); when full, the term seen longest ago is evicted.
+    pub max_terms: usize,
+    /// `allowed_lateness`: how far behind the newest record time a record may be and
+    /// still be decided exactly as Elastic would (default `1h`: CloudTrail delivers within
+    /// about 15 minutes, and delivery files overlap by minutes).
+    pub allowed_lateness: Nanos,
+    /// `max_record_bytes`: longer records are refused with a `too-large` error (default
+    /// 1 MiB; CloudTrail records are at most a few hundred KiB).
+    pub max_record_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            output: OutputMode::Alert,
+            max_terms: 100_000,
+            allowed_lateness: time::NANOS_PER_HOUR,
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
+const SETTING_KEYS: &[&str] = &["output", "max_terms", "allowed_lateness", "max_record_bytes"];
+
+impl Settings {
+    /// Applies the keys of a `[newterms]`-style table, naming `prefix.key` in errors.
+    fn apply(&mut self, table: &Table, prefix: &str) -> Result<(), RuleError> {
+        for (k, v) in table {
+            let key = format!("{prefix}{k}");
+            match k.as_str() {
+                "output" => {
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
+                    self.output = OutputMode::parse(s).ok_or_else(|| {
+                        RuleError::key(&key, format!("`{s}` is not one of alert, passthrough, annotate"))
+                    })?;
+                }
+                "max_terms" => self.max_terms = positive(v, &key)?,
+                "max_record_bytes" => self.max_record_bytes = positive(v, &key)?,
+                "allowed_lateness" => {
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| RuleError::key(&key, "expected a duration string such as \"1h\""))?;
+                    self.allowed_lateness = time::parse_duration(s).ok_or_else(|| {
+                        RuleError::key(&key, format!("`{s}` is not a duration (a number and ms, s, m, h, d or w)"))
+                    })?;
+                }
+                _ => {
+                    return Err(RuleError::key(
+                        &key,
+                        format!("unknown setting (known: {})", SETTING_KEYS.join(", ")),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(v: &Value, key: &str) -> Result<usize, RuleError> {
+    match v.as_integer() {
+        Some(n) if n >= 1 => usize::try_from(n).map_err(|_| RuleError::key(key, "too large")),
+        _ => Err(RuleError::key(key, "expected a whole number of at least 1")),
+    }
+}
+
+/// A loaded rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub rule_id: String,
+    pub name: String,
+    pub severity: String,
+    pub risk_score: i64,
+    pub tags: Vec<String>,
+    /// `rule.threat` as JSON, copied into alerts.
+    pub threat: serde_json::Value,
+    pub query: String,
+    /// The new-terms fields (one to three), in order.
+    pub new_terms_fields: Vec<String>,
+    /// The history window W.
+    pub history_window: Nanos,
+    /// The field read for a record's time before `@timestamp`.
+    pub timestamp_override: Option<String>,
+    pub settings: Settings,
+}
+
+impl Rule {
+    /// The embedded default rule.
+    pub fn default_rule() -> Rule {
+        // The embedded file is tested to load; fall back to nothing else.
+        match Rule::parse(DEFAULT_RULE, "") {
+            Ok(r) => r,
+            Err(e) => unreachable!("the embedded rule does not load: {e}"),
+        }
+    }
+
+    /// Loads a rule file, then applies `overrides`: TOML text with the keys of the
+    /// `[newterms]` table (`output = "annotate"`). An empty `text` loads the default rule.
+    pub fn parse(text: &str, overrides: &str) -> Result<Rule, RuleError> {
+        let text = if text.trim().is_empty() { DEFAULT_RULE } else { text };
+        let doc: Table = text.parse().map_err(|e: toml::de::Error| RuleError::Toml {
+            message: toml_message(&e, text),
+        })?;
+        let rule = get_table(&doc, "", "rule")?;
+        let kind = get_str(rule, "rule.", "type")?;
+        if kind != "new_terms" {
+            return Err(RuleError::key(
+                "rule.type",
+                format!("`{kind}` rules are not supported: only new_terms"),
+            ));
+        }
+        let language = get_str(rule, "rule.", "language")?;
+        if language != "kuery" {
+            return Err(RuleError::key(
+                "rule.language",
+                format!("`{language}` is not supported: only kuery (KQL)"),
+            ));
+        }
+        if rule.get("filters").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
+            return Err(RuleError::key("rule.filters", "query DSL filters are not supported yet"));
+        }
+        let new_terms = get_table(rule, "rule.", "new_terms")?;
+        let fields = match new_terms.get("value") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| RuleError::key("rule.new_terms.value", "expected an array of field names"))?,
+            Some(_) => return Err(RuleError::key("rule.new_terms.value", "expected an array of field names")),
+            None => return Err(RuleError::key("rule.new_terms.value", "missing")),
+        };
+        if fields.is_empty() || fields.len() > 3 {
+            return Err(RuleError::key(
+                "rule.new_terms.value",
+                format!("expected one to three fields, found {}", fields.len()),
+            ));
+        }
+        let history_window = history_window(new_terms)?;
+        let tags = match rule.get("tags") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| RuleError::key("rule.tags", "expected an array of strings"))?,
+            Some(_) => return Err(RuleError::key("rule.tags", "expected an array of strings")),
+        };
+        let threat = match rule.get("threat") {
+            None => serde_json::Value::Array(Vec::new()),
+            Some(v @ Value::Array(_)) => serde_json::to_value(v)
+                .map_err(|e| RuleError::key("rule.threat", e.to_string()))?,
+            Some(_) => return Err(RuleError::key("rule.threat", "expected an array of tables")),
+        };
+        let risk_score = match rule.get("risk_score") {
+            Some(Value::Integer(n)) if (0..=100).contains(n) => *n,
+            Some(_) => return Err(RuleError::key("rule.risk_score", "expected a whole number from 0 to 100")),
+            None => return Err(RuleError::key("rule.risk_score", "missing")),
+        };
+        let mut settings = Settings::default();
+        if let Some(own) = doc.get("newterms") {
+            let own = own
+                .as_table()
+                .ok_or_else(|| RuleError::key("newterms", "expected a table"))?;
+            settings.apply(own, "newterms.")?;
+        }
+        if !overrides.trim().is_empty() {
+            let t: Table = overrides.parse().map_err(|e: toml::de::Error| RuleError::Toml {
+                message: format!("in the settings: {}", toml_message(&e, overrides)),
+            })?;
+            settings.apply(&t, "newterms.")?;
+        }
+        let query = get_str(rule, "rule.", "query")?;
+        crate::query::parse(query).map_err(|error| RuleError::Query { error })?;
+        let timestamp_override = match rule.get("timestamp_override") {
+            None => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => return Err(RuleError::key("rule.timestamp_override", "expected a field name")),
+        };
+        Ok(Rule {
+            rule_id: get_str(rule, "rule.", "rule_id")?.to_owned(),
+            name: get_str(rule, "rule.", "name")?.to_owned(),
+            severity: get_str(rule, "rule.", "severity")?.to_owned(),
+            risk_score,
+            tags,
+            threat,
+            query: query.to_owned(),
+            new_terms_fields: fields,
+            history_window,
+            timestamp_override,
+            settings,
+        })
+    }
+}
+
+fn toml_message(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg.to_owned(),
+    }
+}
+
+fn get_table<'t>(t: &'t Table, prefix: &str, key: &str) -> Result<&'t Table, RuleError> {
+    match t.get(key) {
+        Some(Value::Table(inner)) => Ok(inner),
+        Some(_) => Err(RuleError::key(format!("{prefix}{key}"), "expected a table")),
+        None => Err(RuleError::key(format!("{prefix}{key}"), "missing")),
+    }
+}
+
+fn get_str<'t>(t: &'t Table, prefix: &str, key: &str) -> Result<&'t str, RuleError> {
+    match t.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(RuleError::key(format!("{prefix}{key}"), "expected a string")),
+        None => Err(RuleError::key(format!("{prefix}{key}"), "missing")),
+    }
+}
+
+/// The `history_window_start` entry: `now-` and an amount in Elastic's date-math units
+/// (`s`, `m`, `h`/`H`, `d`, `w`; `M` is taken as 30 days and `y` as 365 days).
+fn history_window(new_terms: &Table) -> Result<Nanos, RuleError> {
+    const KEY: &str = "rule.new_terms.history_window_start";
+    let entries = match new_terms.get("history_window_start") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(RuleError::key(KEY, "expected an array of tables")),
+        None => return Err(RuleError::key(KEY, "missing")),
+    };
+    let value = entries
+        .iter()
+        .filter_map(Value::as_table)
+        .find(|t| t.get("field").and_then(Value::as_str) == Some("history_window_start"))
+        .and_then(|t| t.get("value"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| RuleError::key(KEY, "no entry with field = \"history_window_start\" and a string value"))?;
+    let bad = || RuleError::key(KEY, format!("`{value}` is not of the form now-<amount><unit>, e.g. now-10d"));
+    let amount = value.strip_prefix("now-").ok_or_else(bad)?;
+    let window = if let Some(n) = amount.strip_suffix('M') {
+        n.parse::<i64>().ok().and_then(|n| n.checked_mul(30 * NANOS_PER_DAY))
+    } else if let Some(n) = amount.strip_suffix('y') {
+        n.parse::<i64>().ok().and_then(|n| n.checked_mul(365 * NANOS_PER_DAY))
+    } else if amount.ends_with("ms") {
+        None
+    } else {
+        time::parse_duration(amount)
+    };
+    match window {
+        Some(w) if w > 0 => Ok(w),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::NANOS_PER_HOUR;
+
+    #[test]
+    fn default_rule_facts() {
+        let r = Rule::default_rule();
+        assert_eq!(r.rule_id, "30fbf4db-c502-4e68-a239-2e99af0f70da");
+        assert_eq!(r.new_terms_fields, vec!["aws.cloudtrail.user_identity.arn"]);
+        assert_eq!(r.history_window, 10 * NANOS_PER_DAY);
+        assert_eq!(r.timestamp_override.as_deref(), Some("event.ingested"));
+        assert_eq!(r.risk_score, 47);
+        assert_eq!(r.threat[0]["tactic"]["id"], "TA0007");
+        assert_eq!(r.settings, Settings::default());
+        assert_eq!(Rule::parse("", "").unwrap(), r, "empty text loads the default");
+    }
+
+    #[test]
+    fn settings_and_overrides() {
+        let text = format!("{DEFAULT_RULE}\n[newterms]\nmax_terms = 5\noutput = \"passthrough\"\n");
+        let r = Rule::parse(&text, "output = \"annotate\"\nallowed_lateness = \"2h\"").unwrap();
+        assert_eq!(r.settings.max_terms, 5);
+        assert_eq!(r.settings.output, OutputMode::Annotate);
+        assert_eq!(r.settings.allowed_lateness, 2 * NANOS_PER_HOUR);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let key = |text: &str, over: &str| Rule::parse(text, over).unwrap_err().key_name().map(str::to_owned);
+        assert_eq!(key("", "max_terms = 0"), Some("newterms.max_terms".into()));
+        assert_eq!(key("", "colour = 1"), Some("newterms.colour".into()));
+        assert_eq!(key("", "output = \"xml\""), Some("newterms.output".into()));
+        assert_eq!(key("", "allowed_lateness = \"soon\""), Some("newterms.allowed_lateness".into()));
+        let swap = |from: &str, to: &str| DEFAULT_RULE.replacen(from, to, 1);
+        assert_eq!(key(&swap("type = \"new_terms\"", "type = \"eql\""), ""), Some("rule.type".into()));
+        assert_eq!(key(&swap("value = \"now-10d\"", "value = \"10d\""), ""), Some("rule.new_terms.history_window_start".into()));
+        assert_eq!(key(&swap("risk_score = 47", "risk_score = \"high\""), ""), Some("rule.risk_score".into()));
+        assert_eq!(key(&swap("rule_id =", "rule_idx ="), ""), Some("rule.rule_id".into()));
+        assert_eq!(key(&swap("and not", "and not ("), ""), Some("rule.query".into()));
+        assert!(matches!(Rule::parse("[rule\n", ""), Err(RuleError::Toml { .. })));
+        let r = Rule::parse(&swap("now-10d", "now-12h"), "").unwrap();
+        assert_eq!(r.history_window, 12 * NANOS_PER_HOUR);
+    }
+}
