@@ -20,7 +20,8 @@ fn main() {
             .join("wasm32-unknown-unknown/guest/newterms.wasm"),
     };
     println!("cargo:rerun-if-changed={}", module.display());
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("newterms.component.wasm");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
+        .join("newterms.component.wasm");
     let component = match std::fs::read(&module) {
         Ok(bytes) => {
             let encoded = wit_component::ComponentEncoder::default()

@@ -79,7 +79,10 @@ pub fn render(record: &[u8], facts: &AlertFacts<'_>) -> Result<String, RecordErr
         "kibana.alert.new_terms",
         Value::Array(facts.terms.iter().map(|t| Value::from(*t)).collect()),
     );
-    put("kibana.alert.original_time", time::format_timestamp(facts.time).into());
+    put(
+        "kibana.alert.original_time",
+        time::format_timestamp(facts.time).into(),
+    );
     put("kibana.alert.reason", facts.reason().into());
     put("kibana.alert.severity", rule.severity.as_str().into());
     put("kibana.alert.risk_score", rule.risk_score.into());
@@ -167,7 +170,10 @@ mod tests {
         assert_eq!(v["kibana.alert.new_terms"][0], "arn:aws:iam::1:user/a");
         assert_eq!(v["kibana.alert.original_time"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["kibana.alert.rule.rule_id"], rule.rule_id.as_str());
-        assert_eq!(v["kibana.alert.rule.threat"][0]["technique"][0]["id"], "T1087");
+        assert_eq!(
+            v["kibana.alert.rule.threat"][0]["technique"][0]["id"],
+            "T1087"
+        );
         assert_eq!(v["a"], 1);
 
         let out = render(br#"{"eventName":"X"}"#, &facts).unwrap();
@@ -185,7 +191,11 @@ mod tests {
             event_id: id,
         };
         let a = facts(Some("e1")).uuid(b"{}");
-        assert_eq!(a, facts(Some("e1")).uuid(b"{ }"), "the event id decides, not the text");
+        assert_eq!(
+            a,
+            facts(Some("e1")).uuid(b"{ }"),
+            "the event id decides, not the text"
+        );
         assert_ne!(a, facts(Some("e2")).uuid(b"{}"));
         assert_ne!(facts(None).uuid(b"{}"), facts(None).uuid(b"{ }"));
         assert_eq!(a.len(), 36);

@@ -58,7 +58,8 @@ impl Detector {
 
     pub fn new(rule: Rule) -> Result<Detector, RuleError> {
         let mut b = LayoutBuilder::new();
-        let query = Query::compile(&rule.query, &mut b).map_err(|error| RuleError::Query { error })?;
+        let query =
+            Query::compile(&rule.query, &mut b).map_err(|error| RuleError::Query { error })?;
         let term_fields = rule
             .new_terms_fields
             .iter()
@@ -147,7 +148,11 @@ impl Detector {
                     self.process_record(raw.get().as_bytes(), false, Some(&place), sink);
                 }
             }
-            Err(e) => self.fail(RecordError::new(ErrorKind::InvalidJson, e.to_string()), None, sink),
+            Err(e) => self.fail(
+                RecordError::new(ErrorKind::InvalidJson, e.to_string()),
+                None,
+                sink,
+            ),
         }
     }
 
@@ -191,7 +196,10 @@ impl Detector {
         if text.len() > limit && !delivery {
             let err = RecordError::new(
                 ErrorKind::TooLarge,
-                format!("{} bytes, over the limit of {limit} (max_record_bytes)", text.len()),
+                format!(
+                    "{} bytes, over the limit of {limit} (max_record_bytes)",
+                    text.len()
+                ),
             );
             return self.fail(err, place, sink);
         }
@@ -199,7 +207,8 @@ impl Detector {
         let object = first_byte(text) == Some(b'{');
         if object && !delivery && !self.prefilter.may_match(text) {
             // In annotate mode an EventBridge envelope must still be opened.
-            let eventbridge = annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some();
+            let eventbridge =
+                annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some();
             if !eventbridge {
                 self.stats.records += 1;
                 self.stats.prefiltered += 1;
@@ -228,7 +237,10 @@ impl Detector {
         if text.len() > limit {
             let err = RecordError::new(
                 ErrorKind::TooLarge,
-                format!("{} bytes, over the limit of {limit} (max_record_bytes)", text.len()),
+                format!(
+                    "{} bytes, over the limit of {limit} (max_record_bytes)",
+                    text.len()
+                ),
             );
             return self.fail(err, place, sink);
         }
@@ -263,7 +275,8 @@ impl Detector {
                 Field::Object => return Err(query::wrong_type(&self.layout, *f, true)),
                 Field::Mismatch => return Err(query::wrong_type(&self.layout, *f, false)),
             };
-            combinations = combinations.saturating_mul(columns[i].iter().filter(|s| !is_empty(s)).count());
+            combinations =
+                combinations.saturating_mul(columns[i].iter().filter(|s| !is_empty(s)).count());
         }
         let fields = self.term_fields.len();
         if combinations == 0 {
@@ -292,7 +305,8 @@ impl Detector {
         let mut odometer = [0usize; 3];
         let mut emitted = false;
         loop {
-            let mut values: [Cow<'_, str>; 3] = [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
+            let mut values: [Cow<'_, str>; 3] =
+                [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
             let mut complete = true;
             for i in 0..fields {
                 match columns[i].get(odometer[i]) {
@@ -319,7 +333,8 @@ impl Detector {
                         event_id: event_id.as_deref(),
                     };
                     let output = self.rule.settings.output;
-                    let render = output == OutputMode::Alert || (output == OutputMode::Annotate && !emitted);
+                    let render =
+                        output == OutputMode::Alert || (output == OutputMode::Annotate && !emitted);
                     if render {
                         // The table already holds the term: a record the alert cannot be
                         // built from (a lone surrogate escape in a field the rule does not
@@ -366,11 +381,14 @@ impl Detector {
     fn record_time(&self, view: &RecordView<'_>) -> Result<Nanos, RecordError> {
         for &f in &self.time_fields {
             let name = self.layout.field_name(f);
-            let bad = |what: String| RecordError::new(ErrorKind::BadTime, format!("field `{name}`: {what}"));
+            let bad = |what: String| {
+                RecordError::new(ErrorKind::BadTime, format!("field `{name}`: {what}"))
+            };
             match view.get(&self.layout, f) {
                 Field::Absent => continue,
                 Field::Values([Scalar::Str(s), ..]) => {
-                    return time::parse_timestamp(s).ok_or_else(|| bad(format!("`{s}` is not a timestamp")))
+                    return time::parse_timestamp(s)
+                        .ok_or_else(|| bad(format!("`{s}` is not a timestamp")))
                 }
                 Field::Values([Scalar::Num(n), ..]) => {
                     return n
@@ -382,7 +400,11 @@ impl Detector {
                 Field::Object | Field::Mismatch => return Err(bad("not a timestamp".into())),
             }
         }
-        let names: Vec<&str> = self.time_fields.iter().map(|f| self.layout.field_name(*f)).collect();
+        let names: Vec<&str> = self
+            .time_fields
+            .iter()
+            .map(|f| self.layout.field_name(*f))
+            .collect();
         Err(RecordError::new(
             ErrorKind::BadTime,
             format!("no time: none of {} is present", names.join(", ")),

@@ -45,8 +45,14 @@ const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
     ("event.outcome", CloudTrail::Outcome),
     ("event.id", CloudTrail::Path("eventID")),
     ("@timestamp", CloudTrail::Path("eventTime")),
-    ("aws.cloudtrail.user_identity.type", CloudTrail::Path("userIdentity.type")),
-    ("aws.cloudtrail.user_identity.arn", CloudTrail::Path("userIdentity.arn")),
+    (
+        "aws.cloudtrail.user_identity.type",
+        CloudTrail::Path("userIdentity.type"),
+    ),
+    (
+        "aws.cloudtrail.user_identity.arn",
+        CloudTrail::Path("userIdentity.arn"),
+    ),
     (
         "aws.cloudtrail.user_identity.access_key_id",
         CloudTrail::Path("userIdentity.accessKeyId"),
@@ -55,10 +61,16 @@ const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
     ("user_agent.original", CloudTrail::Path("userAgent")),
     ("source.address", CloudTrail::Path("sourceIPAddress")),
     ("cloud.region", CloudTrail::Path("awsRegion")),
-    ("cloud.account.id", CloudTrail::Path("userIdentity.accountId")),
+    (
+        "cloud.account.id",
+        CloudTrail::Path("userIdentity.accountId"),
+    ),
     ("aws.cloudtrail.event_type", CloudTrail::Path("eventType")),
     ("aws.cloudtrail.error_code", CloudTrail::Path("errorCode")),
-    ("aws.cloudtrail.error_message", CloudTrail::Path("errorMessage")),
+    (
+        "aws.cloudtrail.error_message",
+        CloudTrail::Path("errorMessage"),
+    ),
     (
         "aws.cloudtrail.recipient_account_id",
         CloudTrail::Path("recipientAccountId"),
@@ -69,9 +81,9 @@ const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
 /// text. False for the fields a CloudTrail record only implies (`event.dataset`,
 /// `event.outcome`): a prefilter must not look for their values in the text.
 pub fn verbatim_in_text(ecs_name: &str) -> bool {
-    !CLOUDTRAIL_FIELDS
-        .iter()
-        .any(|(name, how)| *name == ecs_name && matches!(how, CloudTrail::Dataset | CloudTrail::Outcome))
+    !CLOUDTRAIL_FIELDS.iter().any(|(name, how)| {
+        *name == ecs_name && matches!(how, CloudTrail::Dataset | CloudTrail::Outcome)
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +128,11 @@ pub struct TooManyFields;
 
 impl fmt::Display for TooManyFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the rule reads too many distinct fields (at most {} capture paths)", MAX_SLOTS)
+        write!(
+            f,
+            "the rule reads too many distinct fields (at most {} capture paths)",
+            MAX_SLOTS
+        )
     }
 }
 
@@ -277,9 +293,8 @@ impl<'a> RecordView<'a> {
         };
         // Validating UTF-8 up front lets the parser skip it per string, and makes a record
         // with invalid UTF-8 anywhere an error, not only in the fields the rule reads.
-        let text = std::str::from_utf8(text).map_err(|e| {
-            RecordError::new(ErrorKind::InvalidJson, format!("invalid UTF-8: {e}"))
-        })?;
+        let text = std::str::from_utf8(text)
+            .map_err(|e| RecordError::new(ErrorKind::InvalidJson, format!("invalid UTF-8: {e}")))?;
         let mut de = serde_json::Deserializer::from_str(text);
         let mut walk = Walk {
             layout,
@@ -296,8 +311,13 @@ impl<'a> RecordView<'a> {
                 "a record must be a JSON object",
             ));
         }
-        view.cloudtrail = matches!(view.caps[layout.event_source as usize], Captured::One(Scalar::Str(_)))
-            && matches!(view.caps[layout.event_name as usize], Captured::One(Scalar::Str(_)));
+        view.cloudtrail = matches!(
+            view.caps[layout.event_source as usize],
+            Captured::One(Scalar::Str(_))
+        ) && matches!(
+            view.caps[layout.event_name as usize],
+            Captured::One(Scalar::Str(_))
+        );
         Ok(view)
     }
 
@@ -337,7 +357,11 @@ impl<'a> RecordView<'a> {
             Source::Outcome => {
                 let failed = !matches!(self.caps[layout.error_code as usize], Captured::Absent)
                     || !matches!(self.caps[layout.error_message as usize], Captured::Absent);
-                let v = if failed { &OUTCOME_FAILURE } else { &OUTCOME_SUCCESS };
+                let v = if failed {
+                    &OUTCOME_FAILURE
+                } else {
+                    &OUTCOME_SUCCESS
+                };
                 Field::Values(std::slice::from_ref(v))
             }
             Source::None => Field::Absent,
@@ -718,9 +742,18 @@ mod tests {
             "userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/a"},"errorCode":"AccessDenied"}"#;
         let v = RecordView::parse(rec.as_bytes(), &l, true).unwrap();
         assert!(v.is_cloudtrail());
-        assert_eq!(texts(&v, &l, ids[0]), Some(vec!["aws.cloudtrail".to_owned()]));
-        assert_eq!(texts(&v, &l, ids[1]), Some(vec!["GetCallerIdentity".to_owned()]));
-        assert_eq!(texts(&v, &l, ids[2]), Some(vec!["arn:aws:iam::1:user/a".to_owned()]));
+        assert_eq!(
+            texts(&v, &l, ids[0]),
+            Some(vec!["aws.cloudtrail".to_owned()])
+        );
+        assert_eq!(
+            texts(&v, &l, ids[1]),
+            Some(vec!["GetCallerIdentity".to_owned()])
+        );
+        assert_eq!(
+            texts(&v, &l, ids[2]),
+            Some(vec!["arn:aws:iam::1:user/a".to_owned()])
+        );
         assert_eq!(texts(&v, &l, ids[3]), Some(vec!["failure".to_owned()]));
         let ok = r#"{"eventSource":"s","eventName":"n"}"#;
         let v = RecordView::parse(ok.as_bytes(), &l, true).unwrap();
@@ -732,7 +765,10 @@ mod tests {
         let (l, ids) = layout(&["a.b", "c", "d"]);
         let rec = r#"{"a":[{"b":"x"},{"b":["y",2]}],"c":"\u0041\n","d":{"e":1}}"#;
         let v = RecordView::parse(rec.as_bytes(), &l, true).unwrap();
-        assert_eq!(texts(&v, &l, ids[0]), Some(vec!["x".into(), "y".into(), "2".into()]));
+        assert_eq!(
+            texts(&v, &l, ids[0]),
+            Some(vec!["x".into(), "y".into(), "2".into()])
+        );
         assert_eq!(texts(&v, &l, ids[1]), Some(vec!["A\n".into()]));
         assert!(matches!(v.get(&l, ids[2]), Field::Object));
         let rec = r#"{"a":"scalar","c":null}"#;
@@ -750,7 +786,10 @@ mod tests {
         assert_eq!(recs[1].get(), r#"{"b":2}"#);
         let eb = br#"{"detail-type":"AWS API Call via CloudTrail","detail":{"eventName":"X"}}"#;
         let v = RecordView::parse(eb, &l, true).unwrap();
-        assert_eq!(v.eventbridge_detail(&l).map(|r| r.get()), Some(r#"{"eventName":"X"}"#));
+        assert_eq!(
+            v.eventbridge_detail(&l).map(|r| r.get()),
+            Some(r#"{"eventName":"X"}"#)
+        );
         let v = RecordView::parse(eb, &l, false).unwrap();
         assert!(v.eventbridge_detail(&l).is_none());
 
@@ -760,14 +799,21 @@ mod tests {
         assert_eq!(err(b"[1]"), Some(ErrorKind::NotObject));
         assert_eq!(err(b"\"s\""), Some(ErrorKind::NotObject));
         assert_eq!(err(b"{\"a\":\"\xff\"}"), Some(ErrorKind::InvalidJson));
-        assert_eq!(err(br#"{"event.action":"\ud800"}"#), Some(ErrorKind::InvalidJson));
+        assert_eq!(
+            err(br#"{"event.action":"\ud800"}"#),
+            Some(ErrorKind::InvalidJson)
+        );
         // Skipped subtrees are skipped without recursion, at any depth.
         let deep = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
         assert_eq!(err(deep.as_bytes()), None);
         let deep = format!("[{}]", "[".repeat(100_000) + &"]".repeat(100_000));
         assert_eq!(err(deep.as_bytes()), Some(ErrorKind::NotObject));
         // A read field nested past the parser's limit (128) is an error, not a crash.
-        let deep = format!("{{\"event.action\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            "{{\"event.action\":{}1{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         assert_eq!(err(deep.as_bytes()), Some(ErrorKind::InvalidJson));
     }
 }

@@ -16,7 +16,8 @@ use crate::query::QueryError;
 use crate::time::{self, Nanos, NANOS_PER_DAY};
 
 /// The rule built in: Elastic's "AWS STS GetCallerIdentity API Called for the First Time".
-pub const DEFAULT_RULE: &str = include_str!("../examples/rules/aws-sts-getcalleridentity-first-time.toml");
+pub const DEFAULT_RULE: &str =
+    include_str!("../examples/rules/aws-sts-getcalleridentity-first-time.toml");
 
 /// A rule that cannot be loaded: which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +119,12 @@ impl Default for Settings {
     }
 }
 
-const SETTING_KEYS: &[&str] = &["output", "max_terms", "allowed_lateness", "max_record_bytes"];
+const SETTING_KEYS: &[&str] = &[
+    "output",
+    "max_terms",
+    "allowed_lateness",
+    "max_record_bytes",
+];
 
 impl Settings {
     /// Applies the keys of a `[newterms]`-style table, naming `prefix.key` in errors.
@@ -131,17 +137,23 @@ impl Settings {
                         .as_str()
                         .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
                     self.output = OutputMode::parse(s).ok_or_else(|| {
-                        RuleError::key(&key, format!("`{s}` is not one of alert, passthrough, annotate"))
+                        RuleError::key(
+                            &key,
+                            format!("`{s}` is not one of alert, passthrough, annotate"),
+                        )
                     })?;
                 }
                 "max_terms" => self.max_terms = positive(v, &key)?,
                 "max_record_bytes" => self.max_record_bytes = positive(v, &key)?,
                 "allowed_lateness" => {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| RuleError::key(&key, "expected a duration string such as \"1h\""))?;
+                    let s = v.as_str().ok_or_else(|| {
+                        RuleError::key(&key, "expected a duration string such as \"1h\"")
+                    })?;
                     self.allowed_lateness = time::parse_duration(s).ok_or_else(|| {
-                        RuleError::key(&key, format!("`{s}` is not a duration (a number and ms, s, m, h, d or w)"))
+                        RuleError::key(
+                            &key,
+                            format!("`{s}` is not a duration (a number and ms, s, m, h, d or w)"),
+                        )
                     })?;
                 }
                 _ => {
@@ -196,7 +208,11 @@ impl Rule {
     /// Loads a rule file, then applies `overrides`: TOML text with the keys of the
     /// `[newterms]` table (`output = "annotate"`). An empty `text` loads the default rule.
     pub fn parse(text: &str, overrides: &str) -> Result<Rule, RuleError> {
-        let text = if text.trim().is_empty() { DEFAULT_RULE } else { text };
+        let text = if text.trim().is_empty() {
+            DEFAULT_RULE
+        } else {
+            text
+        };
         let doc: Table = text.parse().map_err(|e: toml::de::Error| RuleError::Toml {
             message: toml_message(&e, text),
         })?;
@@ -215,8 +231,15 @@ impl Rule {
                 format!("`{language}` is not supported: only kuery (KQL)"),
             ));
         }
-        if rule.get("filters").and_then(Value::as_array).is_some_and(|f| !f.is_empty()) {
-            return Err(RuleError::key("rule.filters", "query DSL filters are not supported yet"));
+        if rule
+            .get("filters")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+        {
+            return Err(RuleError::key(
+                "rule.filters",
+                "query DSL filters are not supported yet",
+            ));
         }
         let new_terms = get_table(rule, "rule.", "new_terms")?;
         let fields = match new_terms.get("value") {
@@ -224,8 +247,15 @@ impl Rule {
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| RuleError::key("rule.new_terms.value", "expected an array of field names"))?,
-            Some(_) => return Err(RuleError::key("rule.new_terms.value", "expected an array of field names")),
+                .ok_or_else(|| {
+                    RuleError::key("rule.new_terms.value", "expected an array of field names")
+                })?,
+            Some(_) => {
+                return Err(RuleError::key(
+                    "rule.new_terms.value",
+                    "expected an array of field names",
+                ))
+            }
             None => return Err(RuleError::key("rule.new_terms.value", "missing")),
         };
         if fields.is_empty() || fields.len() > 3 {
@@ -246,13 +276,19 @@ impl Rule {
         };
         let threat = match rule.get("threat") {
             None => serde_json::Value::Array(Vec::new()),
-            Some(v @ Value::Array(_)) => serde_json::to_value(v)
-                .map_err(|e| RuleError::key("rule.threat", e.to_string()))?,
+            Some(v @ Value::Array(_)) => {
+                serde_json::to_value(v).map_err(|e| RuleError::key("rule.threat", e.to_string()))?
+            }
             Some(_) => return Err(RuleError::key("rule.threat", "expected an array of tables")),
         };
         let risk_score = match rule.get("risk_score") {
             Some(Value::Integer(n)) if (0..=100).contains(n) => *n,
-            Some(_) => return Err(RuleError::key("rule.risk_score", "expected a whole number from 0 to 100")),
+            Some(_) => {
+                return Err(RuleError::key(
+                    "rule.risk_score",
+                    "expected a whole number from 0 to 100",
+                ))
+            }
             None => return Err(RuleError::key("rule.risk_score", "missing")),
         };
         let mut settings = Settings::default();
@@ -263,9 +299,11 @@ impl Rule {
             settings.apply(own, "newterms.")?;
         }
         if !overrides.trim().is_empty() {
-            let t: Table = overrides.parse().map_err(|e: toml::de::Error| RuleError::Toml {
-                message: format!("in the settings: {}", toml_message(&e, overrides)),
-            })?;
+            let t: Table = overrides
+                .parse()
+                .map_err(|e: toml::de::Error| RuleError::Toml {
+                    message: format!("in the settings: {}", toml_message(&e, overrides)),
+                })?;
             settings.apply(&t, "newterms.")?;
         }
         let query = get_str(rule, "rule.", "query")?;
@@ -273,7 +311,12 @@ impl Rule {
         let timestamp_override = match rule.get("timestamp_override") {
             None => None,
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(_) => return Err(RuleError::key("rule.timestamp_override", "expected a field name")),
+            Some(_) => {
+                return Err(RuleError::key(
+                    "rule.timestamp_override",
+                    "expected a field name",
+                ))
+            }
         };
         Ok(Rule {
             rule_id: get_str(rule, "rule.", "rule_id")?.to_owned(),
@@ -313,7 +356,10 @@ fn get_table<'t>(t: &'t Table, prefix: &str, key: &str) -> Result<&'t Table, Rul
 fn get_str<'t>(t: &'t Table, prefix: &str, key: &str) -> Result<&'t str, RuleError> {
     match t.get(key) {
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(RuleError::key(format!("{prefix}{key}"), "expected a string")),
+        Some(_) => Err(RuleError::key(
+            format!("{prefix}{key}"),
+            "expected a string",
+        )),
         None => Err(RuleError::key(format!("{prefix}{key}"), "missing")),
     }
 }
@@ -333,13 +379,27 @@ fn history_window(new_terms: &Table) -> Result<Nanos, RuleError> {
         .find(|t| t.get("field").and_then(Value::as_str) == Some("history_window_start"))
         .and_then(|t| t.get("value"))
         .and_then(Value::as_str)
-        .ok_or_else(|| RuleError::key(KEY, "no entry with field = \"history_window_start\" and a string value"))?;
-    let bad = || RuleError::key(KEY, format!("`{value}` is not of the form now-<amount><unit>, e.g. now-10d"));
+        .ok_or_else(|| {
+            RuleError::key(
+                KEY,
+                "no entry with field = \"history_window_start\" and a string value",
+            )
+        })?;
+    let bad = || {
+        RuleError::key(
+            KEY,
+            format!("`{value}` is not of the form now-<amount><unit>, e.g. now-10d"),
+        )
+    };
     let amount = value.strip_prefix("now-").ok_or_else(bad)?;
     let window = if let Some(n) = amount.strip_suffix('M') {
-        n.parse::<i64>().ok().and_then(|n| n.checked_mul(30 * NANOS_PER_DAY))
+        n.parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(30 * NANOS_PER_DAY))
     } else if let Some(n) = amount.strip_suffix('y') {
-        n.parse::<i64>().ok().and_then(|n| n.checked_mul(365 * NANOS_PER_DAY))
+        n.parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(365 * NANOS_PER_DAY))
     } else if amount.ends_with("ms") {
         None
     } else {
@@ -366,7 +426,11 @@ mod tests {
         assert_eq!(r.risk_score, 47);
         assert_eq!(r.threat[0]["tactic"]["id"], "TA0007");
         assert_eq!(r.settings, Settings::default());
-        assert_eq!(Rule::parse("", "").unwrap(), r, "empty text loads the default");
+        assert_eq!(
+            Rule::parse("", "").unwrap(),
+            r,
+            "empty text loads the default"
+        );
     }
 
     #[test]
@@ -380,18 +444,44 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let key = |text: &str, over: &str| Rule::parse(text, over).unwrap_err().key_name().map(str::to_owned);
+        let key = |text: &str, over: &str| {
+            Rule::parse(text, over)
+                .unwrap_err()
+                .key_name()
+                .map(str::to_owned)
+        };
         assert_eq!(key("", "max_terms = 0"), Some("newterms.max_terms".into()));
         assert_eq!(key("", "colour = 1"), Some("newterms.colour".into()));
         assert_eq!(key("", "output = \"xml\""), Some("newterms.output".into()));
-        assert_eq!(key("", "allowed_lateness = \"soon\""), Some("newterms.allowed_lateness".into()));
+        assert_eq!(
+            key("", "allowed_lateness = \"soon\""),
+            Some("newterms.allowed_lateness".into())
+        );
         let swap = |from: &str, to: &str| DEFAULT_RULE.replacen(from, to, 1);
-        assert_eq!(key(&swap("type = \"new_terms\"", "type = \"eql\""), ""), Some("rule.type".into()));
-        assert_eq!(key(&swap("value = \"now-10d\"", "value = \"10d\""), ""), Some("rule.new_terms.history_window_start".into()));
-        assert_eq!(key(&swap("risk_score = 47", "risk_score = \"high\""), ""), Some("rule.risk_score".into()));
-        assert_eq!(key(&swap("rule_id =", "rule_idx ="), ""), Some("rule.rule_id".into()));
-        assert_eq!(key(&swap("and not", "and not ("), ""), Some("rule.query".into()));
-        assert!(matches!(Rule::parse("[rule\n", ""), Err(RuleError::Toml { .. })));
+        assert_eq!(
+            key(&swap("type = \"new_terms\"", "type = \"eql\""), ""),
+            Some("rule.type".into())
+        );
+        assert_eq!(
+            key(&swap("value = \"now-10d\"", "value = \"10d\""), ""),
+            Some("rule.new_terms.history_window_start".into())
+        );
+        assert_eq!(
+            key(&swap("risk_score = 47", "risk_score = \"high\""), ""),
+            Some("rule.risk_score".into())
+        );
+        assert_eq!(
+            key(&swap("rule_id =", "rule_idx ="), ""),
+            Some("rule.rule_id".into())
+        );
+        assert_eq!(
+            key(&swap("and not", "and not ("), ""),
+            Some("rule.query".into())
+        );
+        assert!(matches!(
+            Rule::parse("[rule\n", ""),
+            Err(RuleError::Toml { .. })
+        ));
         let r = Rule::parse(&swap("now-10d", "now-12h"), "").unwrap();
         assert_eq!(r.history_window, 12 * NANOS_PER_HOUR);
     }

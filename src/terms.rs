@@ -246,8 +246,14 @@ mod tests {
     fn window_boundary_is_inclusive() {
         let mut t = table(10);
         assert!(t.observe(b"a", 0).new);
-        assert!(!t.observe(b"a", 10 * D).new, "exactly W later is still seen");
-        assert!(t.observe(b"a", 20 * D + 1).new, "more than W after the last sighting");
+        assert!(
+            !t.observe(b"a", 10 * D).new,
+            "exactly W later is still seen"
+        );
+        assert!(
+            t.observe(b"a", 20 * D + 1).new,
+            "more than W after the last sighting"
+        );
         assert!(!t.observe(b"a", 5 * D).new, "a late record is never new");
         assert_eq!(t.entries(), vec![(&b"a"[..], 20 * D + 1)]);
     }
@@ -258,7 +264,11 @@ mod tests {
         t.observe(b"old", 0);
         t.observe(b"mid", 5 * D);
         t.observe(b"x", 10 * D + NANOS_PER_HOUR);
-        assert_eq!(t.len(), 3, "nothing is older than watermark - W - lateness yet");
+        assert_eq!(
+            t.len(),
+            3,
+            "nothing is older than watermark - W - lateness yet"
+        );
         t.observe(b"x", 10 * D + NANOS_PER_HOUR + 1);
         assert_eq!(t.len(), 2);
         assert_eq!(t.counters().evicted_window, 1);
@@ -291,7 +301,10 @@ mod tests {
         assert_eq!(t.slots.len(), 3);
         for (k, _) in t.entries() {
             let hash = t.hasher.hash_one(k);
-            assert!(t.index.find(hash, |&i| *t.slots[i as usize].key == *k).is_some());
+            assert!(t
+                .index
+                .find(hash, |&i| *t.slots[i as usize].key == *k)
+                .is_some());
         }
     }
 }

@@ -225,7 +225,10 @@ mod tests {
             "offsets are applied"
         );
         assert_eq!(parse_timestamp("2023-07-10T08:46:18-0300"), Some(base));
-        assert_eq!(parse_timestamp("2023-07-10T11:46:18.5Z"), Some(base + 500_000_000));
+        assert_eq!(
+            parse_timestamp("2023-07-10T11:46:18.5Z"),
+            Some(base + 500_000_000)
+        );
         assert_eq!(
             parse_timestamp("2024-06-02 20:16:22.000000000"),
             Some(parse_timestamp("2024-06-02T20:16:22Z").unwrap())
@@ -235,7 +238,10 @@ mod tests {
             Some(base + 123_456_789),
             "digits past nanoseconds are truncated"
         );
-        assert_eq!(parse_timestamp("1969-12-31T23:59:59Z"), Some(-NANOS_PER_SEC));
+        assert_eq!(
+            parse_timestamp("1969-12-31T23:59:59Z"),
+            Some(-NANOS_PER_SEC)
+        );
     }
 
     #[test]
@@ -271,7 +277,15 @@ mod tests {
         assert_eq!(parse_duration("1h"), Some(NANOS_PER_HOUR));
         assert_eq!(parse_duration("0s"), Some(0));
         assert_eq!(parse_duration("250ms"), Some(250 * NANOS_PER_MILLI));
-        for bad in ["", "d", "-1h", "1.5h", "10 days", "1y", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "-1h",
+            "1.5h",
+            "10 days",
+            "1y",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
         assert_eq!(format_duration(10 * NANOS_PER_DAY), "10d");

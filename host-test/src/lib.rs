@@ -67,7 +67,11 @@ pub struct Session {
 
 impl Session {
     /// Opens a detector: the outer error is the host's (a trap), the inner the rule's.
-    pub fn open(rt: &Runtime, rule: &str, settings: &str) -> Result<std::result::Result<Session, ConfigError>> {
+    pub fn open(
+        rt: &Runtime,
+        rule: &str,
+        settings: &str,
+    ) -> Result<std::result::Result<Session, ConfigError>> {
         let mut store = Store::new(&rt.engine, ());
         let api = bindings::Newterms::instantiate(&mut store, &rt.component, &rt.linker)
             .map_err(anyhow::Error::from)

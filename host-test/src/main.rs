@@ -82,8 +82,10 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run_main() -> Result<ExitCode> {
@@ -101,7 +103,9 @@ fn run_main() -> Result<ExitCode> {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(usage(format!("unknown command `{other}` (see `newterms --help`)"))),
+        other => Err(usage(format!(
+            "unknown command `{other}` (see `newterms --help`)"
+        ))),
     }
 }
 
@@ -127,11 +131,17 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
                 std::process::exit(0);
             }
             "--rule" => a.rule = Some(value("--rule")?.into()),
-            "--output" => a.settings.push(format!("output = {:?}", value("--output")?)),
-            "--max-terms" => a.settings.push(format!("max_terms = {}", number(&value("--max-terms")?, "--max-terms")?)),
-            "--allowed-lateness" => a
+            "--output" => a
                 .settings
-                .push(format!("allowed_lateness = {:?}", value("--allowed-lateness")?)),
+                .push(format!("output = {:?}", value("--output")?)),
+            "--max-terms" => a.settings.push(format!(
+                "max_terms = {}",
+                number(&value("--max-terms")?, "--max-terms")?
+            )),
+            "--allowed-lateness" => a.settings.push(format!(
+                "allowed_lateness = {:?}",
+                value("--allowed-lateness")?
+            )),
             "--max-record-bytes" => a.settings.push(format!(
                 "max_record_bytes = {}",
                 number(&value("--max-record-bytes")?, "--max-record-bytes")?
@@ -140,7 +150,11 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--component" => a.component = Some(value("--component")?.into()),
             "--batch" => a.batch = number(&value("--batch")?, "--batch")?.max(1) as usize,
             "-" => a.files.push("-".into()),
-            s if s.starts_with('-') => return Err(usage(format!("unknown option `{s}` (see `newterms run --help`)"))),
+            s if s.starts_with('-') => {
+                return Err(usage(format!(
+                    "unknown option `{s}` (see `newterms run --help`)"
+                )))
+            }
             file => a.files.push(file.into()),
         }
     }
@@ -167,7 +181,9 @@ fn runtime(component: Option<&PathBuf>) -> Result<Runtime> {
 
 fn read_rule(path: Option<&PathBuf>) -> Result<String> {
     match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading rule file {}", p.display())),
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading rule file {}", p.display()))
+        }
         None => Ok(String::new()),
     }
 }
@@ -248,7 +264,12 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     /// Sends inputs (each with its line number) through the component.
-    fn flush(&mut self, source: &str, inputs: &mut Vec<Vec<u8>>, lines: &mut Vec<u64>) -> Result<()> {
+    fn flush(
+        &mut self,
+        source: &str,
+        inputs: &mut Vec<Vec<u8>>,
+        lines: &mut Vec<u64>,
+    ) -> Result<()> {
         if inputs.is_empty() {
             return Ok(());
         }
@@ -261,7 +282,8 @@ impl Runner<'_> {
                 }
                 Output::Error(e) => {
                     let line = lines.get(input as usize).copied().unwrap_or(0);
-                    self.errors.record(source, line, e.kind.as_str(), &e.message)?;
+                    self.errors
+                        .record(source, line, e.kind.as_str(), &e.message)?;
                 }
             }
         }
@@ -280,7 +302,10 @@ impl Runner<'_> {
         let mut reader = BufReader::with_capacity(1 << 16, raw);
         let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         let mut reader: Box<dyn BufRead> = if gz {
-            Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(reader)))
+            Box::new(BufReader::with_capacity(
+                1 << 16,
+                flate2::read::MultiGzDecoder::new(reader),
+            ))
         } else {
             Box::new(reader)
         };
@@ -288,11 +313,16 @@ impl Runner<'_> {
         let mut inputs = Vec::new();
         let mut lines = Vec::new();
         let mut first = Vec::new();
-        reader.read_until(b'\n', &mut first).with_context(|| format!("reading {source}"))?;
+        reader
+            .read_until(b'\n', &mut first)
+            .with_context(|| format!("reading {source}"))?;
         let whole_document = first.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
-            || (!first.trim_ascii().is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&first).is_err());
+            || (!first.trim_ascii().is_empty()
+                && serde_json::from_slice::<serde::de::IgnoredAny>(&first).is_err());
         if whole_document {
-            reader.read_to_end(&mut first).with_context(|| format!("reading {source}"))?;
+            reader
+                .read_to_end(&mut first)
+                .with_context(|| format!("reading {source}"))?;
             inputs.push(first);
             lines.push(1);
             return self.flush(source, &mut inputs, &mut lines);
@@ -308,11 +338,16 @@ impl Runner<'_> {
                 lines.push(line_no);
             }
             // Flush when the batch is full, or before a read that may block (streaming).
-            if inputs.len() >= self.batch || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+            if inputs.len() >= self.batch || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true)
+            {
                 self.flush(source, &mut inputs, &mut lines)?;
             }
             line.clear();
-            if reader.read_until(b'\n', &mut line).with_context(|| format!("reading {source}"))? == 0 {
+            if reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("reading {source}"))?
+                == 0
+            {
                 break;
             }
             line_no += 1;
@@ -334,7 +369,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         Some(p) => ErrorSink::File(io::BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
-        None => ErrorSink::Count { count: 0, first: None },
+        None => ErrorSink::Count {
+            count: 0,
+            first: None,
+        },
     };
     let stdout = io::stdout();
     let mut runner = Runner {
@@ -365,4 +403,3 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

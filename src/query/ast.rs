@@ -7,7 +7,10 @@ pub enum Expr {
     Or(Vec<Expr>),
     Not(Box<Expr>),
     /// `field: value-expression`.
-    Field { field: String, value: ValueExpr },
+    Field {
+        field: String,
+        value: ValueExpr,
+    },
 }
 
 /// The right-hand side of `field:`; `field: (a or b)` is a tree of values.
@@ -85,7 +88,10 @@ mod tests {
         assert!(w(&["G", "Caller", "y"]).matches("GetCallerIdentity"));
         assert!(!w(&["G", "Caller", "y"]).matches("GetCallerIdentit"));
         assert!(w(&["ab", "ab"]).matches("abab"));
-        assert!(!w(&["ab", "ab"]).matches("aba"), "prefix and suffix may not overlap");
+        assert!(
+            !w(&["ab", "ab"]).matches("aba"),
+            "prefix and suffix may not overlap"
+        );
         assert!(w(&["a", "b", "b"]).matches("abb"));
         assert!(!w(&["a", "b", "b"]).matches("ab"));
         assert!(Pattern::Exact("a*".into()).matches("a*"));

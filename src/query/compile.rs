@@ -18,11 +18,23 @@ pub enum Node {
 
 pub(crate) fn compile(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
     Ok(match expr {
-        Expr::And(items) => Node::And(items.iter().map(|e| compile(e, layout)).collect::<Result<_, _>>()?),
-        Expr::Or(items) => Node::Or(items.iter().map(|e| compile(e, layout)).collect::<Result<_, _>>()?),
+        Expr::And(items) => Node::And(
+            items
+                .iter()
+                .map(|e| compile(e, layout))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Or(items) => Node::Or(
+            items
+                .iter()
+                .map(|e| compile(e, layout))
+                .collect::<Result<_, _>>()?,
+        ),
         Expr::Not(e) => Node::Not(Box::new(compile(e, layout)?)),
         Expr::Field { field, value } => {
-            let id = layout.field(field).map_err(|_| QueryError::too_many_fields())?;
+            let id = layout
+                .field(field)
+                .map_err(|_| QueryError::too_many_fields())?;
             distribute(id, value)
         }
     })

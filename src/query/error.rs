@@ -57,7 +57,11 @@ impl fmt::Display for QueryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             QueryErrorKind::Unsupported(what) => {
-                write!(f, "unsupported KQL construct at character {}: {what}", self.position)
+                write!(
+                    f,
+                    "unsupported KQL construct at character {}: {what}",
+                    self.position
+                )
             }
             QueryErrorKind::Syntax(msg) => {
                 write!(f, "KQL syntax error at character {}: {msg}", self.position)

@@ -40,7 +40,10 @@ impl Prefilter {
             .into_iter()
             .map(|lits| Group {
                 has_slash: lits.iter().any(|l| l.contains('/')),
-                finders: lits.iter().map(|l| Finder::new(l.as_bytes()).into_owned()).collect(),
+                finders: lits
+                    .iter()
+                    .map(|l| Finder::new(l.as_bytes()).into_owned())
+                    .collect(),
             })
             .collect();
         Prefilter { groups }
@@ -118,7 +121,10 @@ fn required(node: &Node, layout: &Layout) -> Vec<Vec<String>> {
             }
             let lit = match pattern {
                 Pattern::Exact(s) => s.as_str(),
-                Pattern::Wildcard(pieces) => pieces.iter().max_by_key(|p| p.len()).map_or("", |s| s.as_str()),
+                Pattern::Wildcard(pieces) => pieces
+                    .iter()
+                    .max_by_key(|p| p.len())
+                    .map_or("", |s| s.as_str()),
             };
             // Numbers and booleans may be written differently from their text (`5.0`).
             let scalar_like = lit.parse::<f64>().is_ok() || lit == "true" || lit == "false";
@@ -171,26 +177,42 @@ mod tests {
         );
         assert_eq!(
             p.literals(),
-            vec![vec!["sts.amazonaws.com".to_owned()], vec!["GetCallerIdentity".to_owned()]]
+            vec![
+                vec!["sts.amazonaws.com".to_owned()],
+                vec!["GetCallerIdentity".to_owned()]
+            ]
         );
-        assert!(p.may_match(br#"{"eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity"}"#));
+        assert!(
+            p.may_match(br#"{"eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity"}"#)
+        );
         assert!(!p.may_match(br#"{"eventSource":"sts.amazonaws.com","eventName":"AssumeRole"}"#));
         assert!(
-            p.may_match(br#"{"eventSource":"sts.amazonaws.com","eventName":"\u0047etCallerIdentity"}"#),
+            p.may_match(
+                br#"{"eventSource":"sts.amazonaws.com","eventName":"\u0047etCallerIdentity"}"#
+            ),
             "a \\u escape could hide the literal"
         );
     }
 
     #[test]
     fn or_not_wildcards_and_escapes() {
-        assert_eq!(prefilter("a: (abcd or efgh)").literals(), vec![vec!["abcd".to_owned(), "efgh".to_owned()]]);
+        assert_eq!(
+            prefilter("a: (abcd or efgh)").literals(),
+            vec![vec!["abcd".to_owned(), "efgh".to_owned()]]
+        );
         assert!(prefilter("a: abcd or not b: efgh").literals().is_empty());
         assert!(prefilter("a: *").literals().is_empty());
         assert!(prefilter("a: 12345").literals().is_empty());
-        assert_eq!(prefilter("a: *abc*defgh*").literals(), vec![vec!["defgh".to_owned()]]);
+        assert_eq!(
+            prefilter("a: *abc*defgh*").literals(),
+            vec![vec!["defgh".to_owned()]]
+        );
         let p = prefilter(r#"a: "x\"y/z""#);
         assert_eq!(p.literals(), vec![vec![r#"x\"y/z"#.to_owned()]]);
-        assert!(p.may_match(br#"{"a":"x\"y\/z"}"#), "an escaped slash could hide the literal");
+        assert!(
+            p.may_match(br#"{"a":"x\"y\/z"}"#),
+            "an escaped slash could hide the literal"
+        );
         assert!(!p.may_match(br#"{"a":"x\"y_z"}"#));
     }
 }

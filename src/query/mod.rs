@@ -65,7 +65,11 @@ mod tests {
         assert_eq!(run("a: x", r#"{"a":"x"}"#), Ok(true));
         assert_eq!(run("a: x", r#"{"a":"X"}"#), Ok(false), "case-sensitive");
         assert_eq!(run("a: x", r#"{}"#), Ok(false));
-        assert_eq!(run("not a: x", r#"{}"#), Ok(true), "not is true when absent");
+        assert_eq!(
+            run("not a: x", r#"{}"#),
+            Ok(true),
+            "not is true when absent"
+        );
         assert_eq!(run("not a: x", r#"{"a":null}"#), Ok(true));
         assert_eq!(run("a: x", r#"{"a":["y","x"]}"#), Ok(true), "any element");
         assert_eq!(run("a: (x and y)", r#"{"a":["y","x"]}"#), Ok(true));
@@ -73,11 +77,23 @@ mod tests {
         assert_eq!(run("a: *", r#"{"a":{"b":1}}"#), Ok(true));
         assert_eq!(run("a: *", r#"{"a":null}"#), Ok(false));
         assert_eq!(run("a: x*", r#"{"a":"xyz"}"#), Ok(true));
-        assert_eq!(run(r#"a: "x*""#, r#"{"a":"xyz"}"#), Ok(false), "quoted * is literal");
-        assert_eq!(run("a: 5", r#"{"a":5}"#), Ok(true), "numbers compare as keyword text");
+        assert_eq!(
+            run(r#"a: "x*""#, r#"{"a":"xyz"}"#),
+            Ok(false),
+            "quoted * is literal"
+        );
+        assert_eq!(
+            run("a: 5", r#"{"a":5}"#),
+            Ok(true),
+            "numbers compare as keyword text"
+        );
         assert_eq!(run("a: true", r#"{"a":true}"#), Ok(true));
         assert_eq!(run("a: x", r#"{"a":{"b":"x"}}"#), Err(ErrorKind::WrongType));
         assert_eq!(run("a.b: x", r#"{"a":"x"}"#), Err(ErrorKind::WrongType));
-        assert_eq!(run("c: y and a: x", r#"{"a":{"b":"x"}}"#), Ok(false), "short-circuit");
+        assert_eq!(
+            run("c: y and a: x", r#"{"a":{"b":"x"}}"#),
+            Ok(false),
+            "short-circuit"
+        );
     }
 }

@@ -128,7 +128,12 @@ fn quoted(chars: &[char], start: usize) -> Result<(String, usize), QueryError> {
                             .ok()
                             .filter(|_| hex.len() == 4)
                             .and_then(char::from_u32)
-                            .ok_or_else(|| QueryError::syntax("a `\\u` escape needs four hex digits of a character", i))?;
+                            .ok_or_else(|| {
+                                QueryError::syntax(
+                                    "a `\\u` escape needs four hex digits of a character",
+                                    i,
+                                )
+                            })?;
                         s.push(code);
                         i += 6;
                         continue;
@@ -166,7 +171,10 @@ pub fn parse(text: &str) -> Result<Expr, QueryError> {
     let e = p.or_expr()?;
     if let Some(t) = p.peek() {
         return Err(QueryError::syntax(
-            format!("unexpected {} after a complete expression (missing `and`/`or`?)", describe(&t.tok)),
+            format!(
+                "unexpected {} after a complete expression (missing `and`/`or`?)",
+                describe(&t.tok)
+            ),
             t.pos,
         ));
     }
@@ -212,7 +220,11 @@ impl Parser {
         while self.eat(&Tok::Or) {
             items.push(self.and_expr()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { Expr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Expr::Or(items)
+        })
     }
 
     fn and_expr(&mut self) -> Result<Expr, QueryError> {
@@ -220,7 +232,11 @@ impl Parser {
         while self.eat(&Tok::And) {
             items.push(self.not_expr()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { Expr::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Expr::And(items)
+        })
     }
 
     fn not_expr(&mut self) -> Result<Expr, QueryError> {
@@ -233,7 +249,10 @@ impl Parser {
     fn primary(&mut self) -> Result<Expr, QueryError> {
         let pos = self.pos();
         let Some(tok) = self.peek().map(|t| t.tok.clone()) else {
-            return Err(QueryError::syntax("the query ends where an expression is expected", pos));
+            return Err(QueryError::syntax(
+                "the query ends where an expression is expected",
+                pos,
+            ));
         };
         self.at += 1;
         match tok {
@@ -292,7 +311,10 @@ impl Parser {
         if self.eat(&Tok::LParen) {
             let v = self.value_or()?;
             if !self.eat(&Tok::RParen) {
-                return Err(QueryError::syntax("expected `)` closing the value list", self.pos()));
+                return Err(QueryError::syntax(
+                    "expected `)` closing the value list",
+                    self.pos(),
+                ));
             }
             return Ok(v);
         }
@@ -304,7 +326,11 @@ impl Parser {
         while self.eat(&Tok::Or) {
             items.push(self.value_and()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { ValueExpr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            ValueExpr::Or(items)
+        })
     }
 
     fn value_and(&mut self) -> Result<ValueExpr, QueryError> {
@@ -312,7 +338,11 @@ impl Parser {
         while self.eat(&Tok::And) {
             items.push(self.value_not()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { ValueExpr::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            ValueExpr::And(items)
+        })
     }
 
     fn value_not(&mut self) -> Result<ValueExpr, QueryError> {
@@ -332,7 +362,10 @@ impl Parser {
     fn value(&mut self) -> Result<ValueExpr, QueryError> {
         let pos = self.pos();
         let Some(tok) = self.peek().map(|t| t.tok.clone()) else {
-            return Err(QueryError::syntax("the query ends where a value is expected", pos));
+            return Err(QueryError::syntax(
+                "the query ends where a value is expected",
+                pos,
+            ));
         };
         let pattern = match tok {
             Tok::Quoted(s) => Pattern::Exact(s),
@@ -344,10 +377,16 @@ impl Parser {
                 }
             }
             Tok::Range => {
-                return Err(QueryError::unsupported("a range comparison (`<`, `<=`, `>`, `>=`)", pos))
+                return Err(QueryError::unsupported(
+                    "a range comparison (`<`, `<=`, `>`, `>=`)",
+                    pos,
+                ))
             }
             Tok::LBrace => {
-                return Err(QueryError::unsupported("a nested query (`field: { ... }`)", pos))
+                return Err(QueryError::unsupported(
+                    "a nested query (`field: { ... }`)",
+                    pos,
+                ))
             }
             other => {
                 return Err(QueryError::syntax(
@@ -429,21 +468,38 @@ and not aws.cloudtrail.user_identity.type: "AssumedRole""#;
                 ]),
             }
         );
-        assert_eq!(parse(r"a: b\:c\*").unwrap(), field("a", Pattern::Exact("b:c*".into())));
-        assert_eq!(parse(r#"a: "b*\"\u0041""#).unwrap(), field("a", Pattern::Exact("b*\"A".into())));
-        assert!(matches!(parse("a: *").unwrap(), Expr::Field { value: ValueExpr::Value(p), .. } if p.is_exists()));
+        assert_eq!(
+            parse(r"a: b\:c\*").unwrap(),
+            field("a", Pattern::Exact("b:c*".into()))
+        );
+        assert_eq!(
+            parse(r#"a: "b*\"\u0041""#).unwrap(),
+            field("a", Pattern::Exact("b*\"A".into()))
+        );
+        assert!(
+            matches!(parse("a: *").unwrap(), Expr::Field { value: ValueExpr::Value(p), .. } if p.is_exists())
+        );
     }
 
     #[test]
     fn errors_name_construct_and_position() {
         let e = parse("a: 1 and b > 5").unwrap_err();
-        assert_eq!(e.kind(), &QueryErrorKind::Unsupported("a range comparison (`<`, `<=`, `>`, `>=`)"));
+        assert_eq!(
+            e.kind(),
+            &QueryErrorKind::Unsupported("a range comparison (`<`, `<=`, `>`, `>=`)")
+        );
         assert_eq!(e.position(), 11);
         let e = parse("a: { b: 1 }").unwrap_err();
         assert!(matches!(e.kind(), QueryErrorKind::Unsupported(_)));
         assert_eq!(e.position(), 3);
-        assert!(matches!(parse("foo").unwrap_err().kind(), QueryErrorKind::Unsupported(_)));
-        assert!(matches!(parse("a*: 1").unwrap_err().kind(), QueryErrorKind::Unsupported(_)));
+        assert!(matches!(
+            parse("foo").unwrap_err().kind(),
+            QueryErrorKind::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("a*: 1").unwrap_err().kind(),
+            QueryErrorKind::Unsupported(_)
+        ));
         assert_eq!(parse("(a: 1").unwrap_err().position(), 5);
         assert_eq!(parse(r#"a: "x"#).unwrap_err().position(), 3);
         assert!(parse("").is_err());

@@ -52,7 +52,8 @@ impl Backend {
                     message: e.to_string(),
                 }),
             Backend::Component | Backend::ComponentBatch => {
-                let opened = Session::open(runtime(), rule, settings).expect("instantiating the component");
+                let opened =
+                    Session::open(runtime(), rule, settings).expect("instantiating the component");
                 opened
                     .map(|s| {
                         Box::new(Wasm {
@@ -121,7 +122,11 @@ impl Detect for Wasm {
     fn run(&mut self, inputs: &[Vec<u8>]) -> Vec<Vec<Out>> {
         if self.batch {
             let mut per_input = vec![Vec::new(); inputs.len()];
-            for o in self.session.process_batch(inputs).expect("process-batch trapped") {
+            for o in self
+                .session
+                .process_batch(inputs)
+                .expect("process-batch trapped")
+            {
                 per_input[o.input as usize].push(out(o.output));
             }
             per_input

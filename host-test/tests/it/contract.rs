@@ -80,7 +80,11 @@ fn rule_text(case: &Case) -> String {
     }
     let mut text = newterms::DEFAULT_RULE.to_owned();
     for (from, to) in &case.rule_replace {
-        assert!(text.contains(from.as_str()), "{}: rule_replace text not found: {from:?}", case.name);
+        assert!(
+            text.contains(from.as_str()),
+            "{}: rule_replace text not found: {from:?}",
+            case.name
+        );
         text = text.replacen(from.as_str(), to, 1);
     }
     text + &case.rule_append
@@ -102,9 +106,16 @@ fn check(case: &Case, result: &Run, captures: &mut HashMap<String, String>) -> R
             Ok(_) => return Err("expected a load error, the rule loaded".into()),
             Err(e) => e,
         };
-        let want = if key.is_empty() { None } else { Some(key.as_str()) };
+        let want = if key.is_empty() {
+            None
+        } else {
+            Some(key.as_str())
+        };
         if err.key.as_deref() != want {
-            return Err(format!("load error names {:?}, expected {want:?}: {}", err.key, err.message));
+            return Err(format!(
+                "load error names {:?}, expected {want:?}: {}",
+                err.key, err.message
+            ));
         }
         for c in &case.config_contains {
             if !err.message.contains(c.as_str()) {
@@ -113,24 +124,44 @@ fn check(case: &Case, result: &Run, captures: &mut HashMap<String, String>) -> R
         }
         return Ok(());
     }
-    let (outs, stats) = result.as_ref().map_err(|e| format!("load error: {}", e.message))?;
+    let (outs, stats) = result
+        .as_ref()
+        .map_err(|e| format!("load error: {}", e.message))?;
     let flat: Vec<&Out> = outs.iter().flatten().collect();
     if flat.len() != case.expect.len() {
-        return Err(format!("{} outputs, expected {}: {flat:#?}", flat.len(), case.expect.len()));
+        return Err(format!(
+            "{} outputs, expected {}: {flat:#?}",
+            flat.len(),
+            case.expect.len()
+        ));
     }
     for (i, (got, want)) in flat.iter().zip(&case.expect).enumerate() {
         check_output(case, got, want, captures).map_err(|e| format!("output {i}: {e}"))?;
     }
     let stats: HashMap<&str, u64> = stats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     for (k, want) in &case.stats {
-        let got = stats.get(k.as_str()).ok_or_else(|| format!("no counter {k}"))?;
+        let got = stats
+            .get(k.as_str())
+            .ok_or_else(|| format!("no counter {k}"))?;
         if got != want {
-            return Err(format!("counter {k} = {got}, expected {want}; all: {stats:?}"));
+            return Err(format!(
+                "counter {k} = {got}, expected {want}; all: {stats:?}"
+            ));
         }
     }
     // The counters partition the records.
-    let parts = ["prefiltered", "unmatched", "no_term", "suppressed", "alerted"];
-    let errors: u64 = stats.iter().filter(|(k, _)| k.starts_with("errors.")).map(|(_, v)| v).sum();
+    let parts = [
+        "prefiltered",
+        "unmatched",
+        "no_term",
+        "suppressed",
+        "alerted",
+    ];
+    let errors: u64 = stats
+        .iter()
+        .filter(|(k, _)| k.starts_with("errors."))
+        .map(|(_, v)| v)
+        .sum();
     let sum: u64 = parts.iter().map(|p| stats[p]).sum::<u64>() + errors;
     if sum != stats["records"] {
         return Err(format!("counters do not add up to records: {stats:?}"));
@@ -138,7 +169,12 @@ fn check(case: &Case, result: &Run, captures: &mut HashMap<String, String>) -> R
     Ok(())
 }
 
-fn check_output(case: &Case, got: &Out, want: &Expect, captures: &mut HashMap<String, String>) -> Result<(), String> {
+fn check_output(
+    case: &Case,
+    got: &Out,
+    want: &Expect,
+    captures: &mut HashMap<String, String>,
+) -> Result<(), String> {
     if let Some(kind) = &want.error {
         let Out::Error { kind: k, message } = got else {
             return Err(format!("expected a {kind} error, got {got:?}"));
@@ -168,7 +204,8 @@ fn check_output(case: &Case, got: &Out, want: &Expect, captures: &mut HashMap<St
         }
     }
     if let Some(terms) = &want.alert {
-        let doc: Value = serde_json::from_str(text).map_err(|e| format!("alert is not JSON: {e}"))?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| format!("alert is not JSON: {e}"))?;
         let got_terms = json_field(&doc, "kibana.alert.new_terms");
         if got_terms != Some(&Value::from(terms.clone())) {
             return Err(format!("new_terms {got_terms:?}, expected {terms:?}"));
@@ -181,7 +218,9 @@ fn check_output(case: &Case, got: &Out, want: &Expect, captures: &mut HashMap<St
             if let Some(name) = want.as_str().and_then(|s| s.strip_prefix('=')) {
                 // A named capture: the same name must hold the same value within the case.
                 let got = got.to_string();
-                let seen = captures.entry(name.to_owned()).or_insert_with(|| got.clone());
+                let seen = captures
+                    .entry(name.to_owned())
+                    .or_insert_with(|| got.clone());
                 if *seen != got {
                     return Err(format!("{path} = {got}, but {name} was {seen}"));
                 }
@@ -194,7 +233,9 @@ fn check_output(case: &Case, got: &Out, want: &Expect, captures: &mut HashMap<St
         }
         let distinct: std::collections::HashSet<_> = captures.values().collect();
         if distinct.len() != captures.len() {
-            return Err(format!("different names captured equal values: {captures:?}"));
+            return Err(format!(
+                "different names captured equal values: {captures:?}"
+            ));
         }
     }
     Ok(())
@@ -210,7 +251,12 @@ fn contract_table() {
         for (b, r) in &runs {
             let mut captures = HashMap::new();
             if let Err(e) = check(case, r, &mut captures) {
-                failures.push(format!("[{}] {} ({}): {e}", b.name(), case.name, case.clause));
+                failures.push(format!(
+                    "[{}] {} ({}): {e}",
+                    b.name(),
+                    case.name,
+                    case.clause
+                ));
             }
         }
         // Every back end gives the same bytes.
@@ -231,7 +277,12 @@ fn contract_table() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -241,7 +292,18 @@ fn the_table_covers_every_clause_of_the_contract() {
         .iter()
         .map(|c| c.clause.split(':').next().unwrap_or(""))
         .collect();
-    for section in ["inputs", "mapping", "query", "new terms", "output", "bad input", "configuration"] {
-        assert!(clauses.contains(section), "no case for the contract's {section} section");
+    for section in [
+        "inputs",
+        "mapping",
+        "query",
+        "new terms",
+        "output",
+        "bad input",
+        "configuration",
+    ] {
+        assert!(
+            clauses.contains(section),
+            "no case for the contract's {section} section"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The integration tests: one binary, every back end.
 
 mod backend;
+mod cli;
+mod component;
 mod contract;
+mod data;
 
 use serde_json::Value;
 
