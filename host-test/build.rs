@@ -9,17 +9,15 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(newterms_no_guest)");
-    println!("cargo:rerun-if-env-changed=NEWTERMS_GUEST_MODULE");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let module = match std::env::var_os("NEWTERMS_GUEST_MODULE") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| manifest.join("../target"))
-            .join("wasm32-unknown-unknown/guest/newterms.wasm"),
-    };
+    let module = guest_path(
+        &manifest,
+        "NEWTERMS_GUEST_MODULE",
+        "wasm32-unknown-unknown/guest/newterms.wasm",
+    );
     println!("cargo:rerun-if-changed={}", module.display());
+    embed_fluentbit_module(&manifest);
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
         .join("newterms.component.wasm");
     let component = match std::fs::read(&module) {
@@ -43,5 +41,39 @@ fn main() {
     };
     if let Err(e) = std::fs::write(&out, component) {
         panic!("cannot write {}: {e}", out.display());
+    }
+}
+
+/// The Fluent Bit core module (wasm32-wasip1), embedded as it is when it was built.
+fn embed_fluentbit_module(manifest: &std::path::Path) {
+    let module = guest_path(
+        manifest,
+        "NEWTERMS_FLUENTBIT_MODULE",
+        "wasm32-wasip1/guest/newterms.wasm",
+    );
+    println!("cargo:rerun-if-changed={}", module.display());
+    let bytes = std::fs::read(&module).unwrap_or_else(|_| {
+        println!(
+            "cargo:warning=no Fluent Bit module at {}: run .ci/build-guest",
+            module.display()
+        );
+        Vec::new()
+    });
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
+        .join("newterms-fluentbit.wasm");
+    if let Err(e) = std::fs::write(&out, bytes) {
+        panic!("cannot write {}: {e}", out.display());
+    }
+}
+
+/// A guest artifact: the path in `env_var` when set, else `rel` under the target directory.
+fn guest_path(manifest: &std::path::Path, env_var: &str, rel: &str) -> PathBuf {
+    println!("cargo:rerun-if-env-changed={env_var}");
+    match std::env::var_os(env_var) {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest.join("../target"))
+            .join(rel),
     }
 }

@@ -9,6 +9,7 @@ use crate::error::{ErrorKind, RecordError};
 use crate::query::{self, Prefilter, Query};
 use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar, TooManyFields};
 use crate::rule::{OutputMode, Rule, RuleError};
+use crate::snapshot::Snapshot;
 use crate::stats::Stats;
 use crate::terms::{TermLimits, TermTable};
 use crate::time::{self, Nanos};
@@ -56,6 +57,47 @@ impl Detector {
         Detector::new(Rule::parse(rule_text, overrides)?)
     }
 
+    /// Loads a rule as [`Detector::from_config`] does, with the term table of a snapshot
+    /// (from any build). The snapshot must be of the same rule id and new-terms fields.
+    pub fn restore(
+        rule_text: &str,
+        overrides: &str,
+        snapshot: &[u8],
+    ) -> Result<Detector, RuleError> {
+        let mut d = Detector::from_config(rule_text, overrides)?;
+        let snap = Snapshot::decode(snapshot).map_err(|error| RuleError::Snapshot { error })?;
+        if snap.rule_id != d.rule.rule_id || snap.fields != d.rule.new_terms_fields {
+            let error = crate::snapshot::SnapshotError::OtherRule {
+                snapshot: format!("rule {} over [{}]", snap.rule_id, snap.fields.join(", ")),
+                rule: format!(
+                    "rule {} over [{}]",
+                    d.rule.rule_id,
+                    d.rule.new_terms_fields.join(", ")
+                ),
+            };
+            return Err(RuleError::Snapshot { error });
+        }
+        d.terms = TermTable::restore(d.terms.limits(), snap.watermark, snap.terms);
+        Ok(d)
+    }
+
+    /// The term table as portable bytes (see [`crate::snapshot`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        Snapshot {
+            rule_id: self.rule.rule_id.clone(),
+            fields: self.rule.new_terms_fields.clone(),
+            window: self.rule.history_window,
+            watermark: self.terms.watermark(),
+            terms: self
+                .terms
+                .entries()
+                .into_iter()
+                .map(|(k, t)| (k.to_vec(), t))
+                .collect(),
+        }
+        .encode()
+    }
+
     pub fn new(rule: Rule) -> Result<Detector, RuleError> {
         let mut b = LayoutBuilder::new();
         let query =
@@ -94,6 +136,12 @@ impl Detector {
             stats: Stats::default(),
             key: Vec::new(),
         })
+    }
+
+    /// Changes what is emitted from the next record on (a host that selects the mode per
+    /// entry point, as the Fluent Bit module does).
+    pub fn set_output(&mut self, mode: OutputMode) {
+        self.rule.settings.output = mode;
     }
 
     pub fn rule(&self) -> &Rule {
@@ -447,4 +495,107 @@ fn starts_with_records_key(text: &[u8]) -> bool {
     rest = after;
     skip_ws(&mut rest);
     rest.starts_with(b"\"Records\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{format_timestamp, NANOS_PER_DAY, NANOS_PER_MIN};
+
+    /// A deterministic stream: `n` GetCallerIdentity records of `identities` IAM users over
+    /// about 60 days (so windows expire), a few minutes late as a rule, now and then hours
+    /// late (past the allowed lateness).
+    fn stream(n: usize, identities: u64, very_late: bool) -> Vec<Vec<u8>> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let start = 1_767_225_600 * crate::time::NANOS_PER_SEC; // 2026-01-01
+        let step = 60 * NANOS_PER_DAY / n as i64;
+        (0..n)
+            .map(|i| {
+                let r = next();
+                let mut t = start + i as i64 * step;
+                match r % 100 {
+                    0..=4 => t -= (r >> 8) as i64 % (30 * NANOS_PER_MIN),
+                    5 if very_late => t -= (r >> 8) as i64 % (3 * 60 * NANOS_PER_MIN),
+                    _ => {}
+                }
+                // A drifting population: each identity is active for a while, then gone.
+                let who = (i as u64 / 500) * 20 + (r >> 20) % identities;
+                format!(
+                    r#"{{"eventTime":"{}","eventID":"e{i}","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::1:user/u{who}"}}}}"#,
+                    format_timestamp(t)
+                )
+                .into_bytes()
+            })
+            .collect()
+    }
+
+    fn alerts(d: &mut Detector, records: &[Vec<u8>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in records {
+            d.process(r, &mut |o| match o {
+                Output::Emit(s) => out.push(s.into_owned()),
+                Output::Error(e) => panic!("unexpected error {e}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_run_split_by_a_snapshot_equals_the_uninterrupted_run() {
+        let records = stream(100_000, 400, true);
+        let settings = "max_terms = 1050";
+        let mut whole = Detector::from_config("", settings).unwrap();
+        let expected = alerts(&mut whole, &records);
+        let s = whole.stats();
+        assert!(
+            s.alerts > 3_000 && s.evicted_window > 0 && s.evicted_capacity > 0 && s.late > 0,
+            "{s:?}"
+        );
+        for split in [0, 1, 12_345, 50_000, 99_999, 100_000] {
+            let mut first = Detector::from_config("", settings).unwrap();
+            let mut got = alerts(&mut first, &records[..split]);
+            let bytes = first.snapshot();
+            let mut second = Detector::restore("", settings, &bytes).unwrap();
+            assert_eq!(
+                second.snapshot(),
+                bytes,
+                "restore then snapshot gives the same bytes"
+            );
+            got.extend(alerts(&mut second, &records[split..]));
+            assert_eq!(got.len(), expected.len(), "split at {split}");
+            assert!(got == expected, "split at {split}: the alerts differ");
+        }
+    }
+
+    #[test]
+    fn replaying_records_from_before_the_snapshot_gives_no_alert() {
+        let records = stream(20_000, 500, false);
+        let mut d = Detector::from_config("", "").unwrap();
+        alerts(&mut d, &records);
+        let mut restored = Detector::restore("", "", &d.snapshot()).unwrap();
+        // The last 1,000 records: three days, well within the window.
+        assert!(alerts(&mut restored, &records[19_000..]).is_empty());
+        assert_eq!(restored.stats().suppressed, 1_000);
+    }
+
+    #[test]
+    fn restore_refuses_damaged_or_foreign_snapshots() {
+        let mut d = Detector::from_config("", "").unwrap();
+        alerts(&mut d, &stream(100, 10, false));
+        let bytes = d.snapshot();
+        let err = |b: &[u8]| Detector::restore("", "", b).unwrap_err().to_string();
+        assert!(err(&bytes[..bytes.len() - 1]).contains("snapshot"));
+        assert!(err(b"").contains("not a newterms snapshot"));
+        let other =
+            crate::DEFAULT_RULE.replace("30fbf4db-c502-4e68-a239-2e99af0f70da", "other-rule");
+        let e = Detector::restore(&other, "", &bytes).unwrap_err();
+        assert_eq!(e.key_name(), Some("snapshot"));
+        assert!(e.to_string().contains("other-rule"));
+    }
 }

@@ -84,3 +84,47 @@ impl fmt::Display for RecordError {
 }
 
 impl std::error::Error for RecordError {}
+
+/// The record with a `newterms.error` field (`{"kind": ..., "message": ...}`) added in
+/// front, for hosts whose only channel is the record stream. A record that is an object
+/// keeps its fields; anything else (not JSON, not an object, not UTF-8) is carried as a
+/// string in `newterms.original`, so the result is always a JSON object.
+pub fn with_error_field(record: &[u8], kind: &str, message: &str) -> String {
+    let error = serde_json::json!({ "kind": kind, "message": message });
+    let spliceable = matches!(kind, "wrong-type" | "too-large" | "bad-time" | "config")
+        && record.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    match (spliceable, std::str::from_utf8(record)) {
+        (true, Ok(text)) => {
+            let body = text.trim_start()[1..].trim_start();
+            let sep = if body.starts_with('}') { "" } else { "," };
+            format!("{{\"newterms.error\":{error}{sep}{body}")
+        }
+        _ => {
+            let original = String::from_utf8_lossy(record);
+            serde_json::json!({ "newterms.error": error, "newterms.original": original })
+                .to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_field_keeps_the_record_an_object() {
+        let v: serde_json::Value =
+            serde_json::from_str(&with_error_field(br#" {"a":1}"#, "bad-time", "m")).unwrap();
+        assert_eq!(v["a"], 1);
+        assert_eq!(v["newterms.error"]["kind"], "bad-time");
+        let v: serde_json::Value =
+            serde_json::from_str(&with_error_field(b"{}", "config", "m")).unwrap();
+        assert_eq!(v["newterms.error"]["message"], "m");
+        let v: serde_json::Value =
+            serde_json::from_str(&with_error_field(b"{\"a\":", "invalid-json", "m")).unwrap();
+        assert_eq!(v["newterms.original"], "{\"a\":");
+        let v: serde_json::Value =
+            serde_json::from_str(&with_error_field(b"\xff", "invalid-json", "m")).unwrap();
+        assert_eq!(v["newterms.original"], "\u{fffd}");
+    }
+}

@@ -23,18 +23,19 @@ mod error;
 pub mod query;
 mod record;
 mod rule;
+pub mod snapshot;
 mod stats;
 mod terms;
 pub mod time;
 
-#[cfg(feature = "component")]
+#[cfg(any(feature = "component", feature = "fluentbit"))]
 mod frontend;
 
 pub use alert::{render as render_alert, AlertFacts};
 pub use engine::{Detector, Output, MAX_COMBINATIONS};
-pub use error::{ErrorKind, RecordError};
+pub use error::{with_error_field, ErrorKind, RecordError};
 pub use query::{Prefilter, Query, QueryError};
 pub use record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
-pub use rule::{OutputMode, Rule, RuleError, Settings, DEFAULT_RULE};
+pub use rule::{ErrorPolicy, OutputMode, Rule, RuleError, Settings, DEFAULT_RULE};
 pub use stats::Stats;
 pub use terms::{Observation, TermLimits, TermTable};

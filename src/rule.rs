@@ -29,6 +29,10 @@ pub enum RuleError {
     Key { key: String, message: String },
     /// The query cannot be run.
     Query { error: QueryError },
+    /// The state to restore cannot be used.
+    Snapshot {
+        error: crate::snapshot::SnapshotError,
+    },
 }
 
 impl RuleError {
@@ -44,6 +48,7 @@ impl RuleError {
         match self {
             RuleError::Key { key, .. } => Some(key),
             RuleError::Query { .. } => Some("rule.query"),
+            RuleError::Snapshot { .. } => Some("snapshot"),
             RuleError::Toml { .. } => None,
         }
     }
@@ -55,6 +60,7 @@ impl fmt::Display for RuleError {
             RuleError::Toml { message } => write!(f, "the rule file is not valid TOML: {message}"),
             RuleError::Key { key, message } => write!(f, "{key}: {message}"),
             RuleError::Query { error } => write!(f, "rule.query: {error}"),
+            RuleError::Snapshot { error } => write!(f, "snapshot: {error}"),
         }
     }
 }
@@ -91,6 +97,25 @@ impl OutputMode {
     }
 }
 
+/// What a host with a single output stream (Fluent Bit) does with a record in error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Pass the record on with a `newterms.error` field added (nothing is lost silently).
+    Pass,
+    /// Drop it (it is still counted in the statistics).
+    Drop,
+}
+
+impl ErrorPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pass" => Some(ErrorPolicy::Pass),
+            "drop" => Some(ErrorPolicy::Drop),
+            _ => None,
+        }
+    }
+}
+
 /// Our settings: the `[newterms]` table of the rule file, then any overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -106,6 +131,18 @@ pub struct Settings {
     /// `max_record_bytes`: longer records are refused with a `too-large` error (default
     /// 1 MiB; CloudTrail records are at most a few hundred KiB).
     pub max_record_bytes: usize,
+    /// `on_error`: `pass` (default) or `drop`: what a host with one output stream (the
+    /// Fluent Bit filter) does with a record in error. Hosts with an error channel (the
+    /// component, the command) report errors there whatever this says.
+    pub on_error: ErrorPolicy,
+    /// `state_file`: where a host without its own state option (the Fluent Bit module)
+    /// keeps the term table across restarts, as a path it can write (default: none, the
+    /// table lives in memory only).
+    pub state_file: Option<String>,
+    /// `state_every_records`: records between state writes (default 10,000).
+    pub state_every_records: u64,
+    /// `state_every_seconds`: record-time seconds between state writes (default 60).
+    pub state_every_seconds: u64,
 }
 
 impl Default for Settings {
@@ -115,6 +152,10 @@ impl Default for Settings {
             max_terms: 100_000,
             allowed_lateness: time::NANOS_PER_HOUR,
             max_record_bytes: 1 << 20,
+            on_error: ErrorPolicy::Pass,
+            state_file: None,
+            state_every_records: 10_000,
+            state_every_seconds: 60,
         }
     }
 }
@@ -143,6 +184,23 @@ impl Settings {
                         )
                     })?;
                 }
+                "on_error" => {
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
+                    self.on_error = ErrorPolicy::parse(s).ok_or_else(|| {
+                        RuleError::key(&key, format!("`{s}` is not one of pass, drop"))
+                    })?;
+                }
+                "state_file" => {
+                    let s = v
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| RuleError::key(&key, "expected a file path"))?;
+                    self.state_file = Some(s.to_owned());
+                }
+                "state_every_records" => self.state_every_records = positive(v, &key)? as u64,
+                "state_every_seconds" => self.state_every_seconds = positive(v, &key)? as u64,
                 "max_terms" => self.max_terms = positive(v, &key)?,
                 "max_record_bytes" => self.max_record_bytes = positive(v, &key)?,
                 "allowed_lateness" => {

@@ -187,6 +187,31 @@ impl TermTable {
         false
     }
 
+    /// A table holding `terms` (oldest first) as of `watermark`, as a snapshot saved them.
+    /// Terms beyond `max_terms` are evicted oldest first, as if they had been seen.
+    pub fn restore(
+        limits: TermLimits,
+        watermark: Option<Nanos>,
+        terms: Vec<(Vec<u8>, Nanos)>,
+    ) -> Self {
+        let mut t = TermTable::new(limits);
+        for (key, ts) in terms {
+            let hash = t.hasher.hash_one(&key[..]);
+            let slots = &t.slots;
+            if let Some(&slot) = t.index.find(hash, |&i| *slots[i as usize].key == *key) {
+                let s = &mut t.slots[slot as usize];
+                s.last_seen = s.last_seen.max(ts);
+                continue;
+            }
+            if t.len() >= t.limits.max_terms && t.evict_oldest(None) {
+                t.counters.evicted_capacity += 1;
+            }
+            t.insert(hash, &key, ts);
+        }
+        t.watermark = watermark;
+        t
+    }
+
     /// The terms and their `last_seen`, oldest first (for tests and diagnostics).
     pub fn entries(&self) -> Vec<(&[u8], Nanos)> {
         let mut v: Vec<_> = self

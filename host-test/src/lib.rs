@@ -4,6 +4,10 @@
 //! each [`Session`] is an instance with one open detector. The component imports nothing,
 //! so it is instantiated with an empty linker.
 
+mod fluentbit;
+
+pub use fluentbit::{FluentBit, FLUENTBIT_MODULE};
+
 use anyhow::{anyhow, Context, Result};
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Config, Engine, Store};
@@ -58,6 +62,14 @@ impl Runtime {
     }
 }
 
+fn instantiate(rt: &Runtime) -> Result<(Store<()>, bindings::Newterms)> {
+    let mut store = Store::new(&rt.engine, ());
+    let api = bindings::Newterms::instantiate(&mut store, &rt.component, &rt.linker)
+        .map_err(anyhow::Error::from)
+        .context("instantiating the component")?;
+    Ok((store, api))
+}
+
 /// One instance of the component with one open detector.
 pub struct Session {
     store: Store<()>,
@@ -72,10 +84,7 @@ impl Session {
         rule: &str,
         settings: &str,
     ) -> Result<std::result::Result<Session, ConfigError>> {
-        let mut store = Store::new(&rt.engine, ());
-        let api = bindings::Newterms::instantiate(&mut store, &rt.component, &rt.linker)
-            .map_err(anyhow::Error::from)
-            .context("instantiating the component")?;
+        let (mut store, api) = instantiate(rt)?;
         let opened = api
             .newterms_detector_detect()
             .detector()
@@ -85,6 +94,33 @@ impl Session {
             api,
             detector,
         }))
+    }
+
+    /// Opens a detector with the term table of `snapshot`.
+    pub fn restore(
+        rt: &Runtime,
+        rule: &str,
+        settings: &str,
+        snapshot: &[u8],
+    ) -> Result<std::result::Result<Session, ConfigError>> {
+        let (mut store, api) = instantiate(rt)?;
+        let opened = api
+            .newterms_detector_detect()
+            .detector()
+            .call_restore(&mut store, rule, settings, snapshot)?;
+        Ok(opened.map(|detector| Session {
+            store,
+            api,
+            detector,
+        }))
+    }
+
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.api
+            .newterms_detector_detect()
+            .detector()
+            .call_snapshot(&mut self.store, self.detector)
+            .map_err(anyhow::Error::from)
     }
 
     pub fn process(&mut self, input: &[u8]) -> Result<Vec<Output>> {

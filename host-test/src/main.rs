@@ -37,6 +37,10 @@ Options:
                               and the first error on stderr)
   --component FILE            run this component instead of the built-in one
   --batch N                   records per call into the component (default 256)
+  --state FILE                keep the term table in FILE: read at start when present,
+                              written atomically at the end and every --state-every records
+  --state-every N             records between state writes (default 100000)
+  --state-reset               start with an empty table even if FILE does not restore
 ";
 
 struct RunArgs {
@@ -46,6 +50,9 @@ struct RunArgs {
     component: Option<PathBuf>,
     batch: usize,
     files: Vec<String>,
+    state: Option<PathBuf>,
+    state_every: u64,
+    state_reset: bool,
 }
 
 /// A usage error: exit status 2.
@@ -117,6 +124,9 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         component: None,
         batch: 256,
         files: Vec::new(),
+        state: None,
+        state_every: 100_000,
+        state_reset: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -149,6 +159,11 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--errors" => a.errors = Some(value("--errors")?.into()),
             "--component" => a.component = Some(value("--component")?.into()),
             "--batch" => a.batch = number(&value("--batch")?, "--batch")?.max(1) as usize,
+            "--state" => a.state = Some(value("--state")?.into()),
+            "--state-every" => {
+                a.state_every = number(&value("--state-every")?, "--state-every")?.max(1)
+            }
+            "--state-reset" => a.state_reset = true,
             "-" => a.files.push("-".into()),
             s if s.starts_with('-') => {
                 return Err(usage(format!(
@@ -255,11 +270,41 @@ impl ErrorSink {
     }
 }
 
+/// Where the term table is kept between runs.
+struct StateFile {
+    path: PathBuf,
+    every: u64,
+    since_save: u64,
+}
+
+impl StateFile {
+    /// Writes the snapshot atomically: a temporary file beside it, synced, renamed over.
+    fn save(&mut self, session: &mut Session) -> Result<()> {
+        let bytes = session.snapshot()?;
+        let tmp = self.path.with_extension("tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // Make the rename itself durable where the platform allows.
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+            Ok(())
+        };
+        write().with_context(|| format!("writing state to {}", self.path.display()))?;
+        self.since_save = 0;
+        Ok(())
+    }
+}
+
 struct Runner<'a> {
     session: Session,
     out: io::BufWriter<io::StdoutLock<'a>>,
     errors: ErrorSink,
     batch: usize,
+    state: Option<StateFile>,
 }
 
 impl Runner<'_> {
@@ -288,6 +333,12 @@ impl Runner<'_> {
             }
         }
         self.out.flush()?;
+        if let Some(state) = &mut self.state {
+            state.since_save += inputs.len() as u64;
+            if state.since_save >= state.every {
+                state.save(&mut self.session)?;
+            }
+        }
         inputs.clear();
         lines.clear();
         Ok(())
@@ -364,7 +415,32 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let rule = read_rule(args.rule.as_ref())?;
     let rt = runtime(args.component.as_ref())?;
-    let session = open_session(&rt, &rule, &args.settings.join("\n"), "rule")?;
+    let settings = args.settings.join("\n");
+    let previous = match &args.state {
+        Some(p) if !args.state_reset => match std::fs::read(p) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading state {}", p.display())))
+            }
+        },
+        _ => None,
+    };
+    let session =
+        match &previous {
+            Some(bytes) => match Session::restore(&rt, &rule, &settings, bytes)? {
+                Ok(s) => s,
+                Err(e) if e.key.as_deref() == Some("snapshot") => {
+                    return Err(usage(format!(
+                    "state file {}: {}; to start with an empty table instead, add --state-reset",
+                    args.state.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    e.message
+                )))
+                }
+                Err(e) => return Err(usage(format!("rule: {}", e.message))),
+            },
+            None => open_session(&rt, &rule, &settings, "rule")?,
+        };
     let errors = match &args.errors {
         Some(p) => ErrorSink::File(io::BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -380,11 +456,19 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         out: io::BufWriter::new(stdout.lock()),
         errors,
         batch: args.batch,
+        state: args.state.as_ref().map(|p| StateFile {
+            path: p.clone(),
+            every: args.state_every,
+            since_save: 0,
+        }),
     };
     for f in &args.files {
         runner.file(f)?;
     }
     runner.out.flush()?;
+    if let Some(state) = &mut runner.state {
+        state.save(&mut runner.session)?;
+    }
     let stats = runner.session.stats()?;
     let summary: Vec<String> = stats
         .fields()

@@ -95,6 +95,21 @@ impl wit::GuestDetector for DetectorResource {
         }))
     }
 
+    fn restore(
+        rule: String,
+        settings: String,
+        snapshot: Vec<u8>,
+    ) -> Result<wit::Detector, wit::ConfigError> {
+        let detector = Detector::restore(&rule, &settings, &snapshot)?;
+        Ok(wit::Detector::new(DetectorResource {
+            inner: RefCell::new(detector),
+        }))
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.inner.borrow().snapshot()
+    }
+
     fn process(&self, input: Vec<u8>) -> Vec<wit::Output> {
         let mut out = Vec::new();
         self.inner

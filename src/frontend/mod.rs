@@ -2,3 +2,6 @@
 
 #[cfg(feature = "component")]
 mod component;
+
+#[cfg(feature = "fluentbit")]
+mod fluentbit;

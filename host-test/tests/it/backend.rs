@@ -30,6 +30,8 @@ pub enum Backend {
     Native,
     Component,
     ComponentBatch,
+    /// The Fluent Bit module, called as Fluent Bit calls it: one record, one answer.
+    FluentBit,
 }
 
 pub const ALL: [Backend; 3] = [Backend::Native, Backend::Component, Backend::ComponentBatch];
@@ -40,6 +42,7 @@ impl Backend {
             Backend::Native => "native",
             Backend::Component => "component",
             Backend::ComponentBatch => "component-batch",
+            Backend::FluentBit => "fluentbit",
         }
     }
 
@@ -51,6 +54,10 @@ impl Backend {
                     key: e.key_name().map(str::to_owned),
                     message: e.to_string(),
                 }),
+            Backend::FluentBit => {
+                let fb = FluentBitDetect::open(rule, settings)?;
+                Ok(Box::new(fb) as Box<dyn Detect>)
+            }
             Backend::Component | Backend::ComponentBatch => {
                 let opened =
                     Session::open(runtime(), rule, settings).expect("instantiating the component");
@@ -147,5 +154,118 @@ impl Detect for Wasm {
 
     fn stats(&mut self) -> Vec<(String, u64)> {
         self.session.stats().expect("stats trapped").fields()
+    }
+}
+
+/// The Fluent Bit module with its rule file in a fresh directory (seen as /etc/newterms).
+pub struct FluentBitDetect {
+    module: newterms_host::FluentBit,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("newterms-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl FluentBitDetect {
+    /// The rule (empty: none written, the built-in one) with `settings` as its
+    /// `[newterms]` table. A rule that does not load is a load error here too.
+    pub fn open(rule: &str, settings: &str) -> Result<FluentBitDetect, LoadError> {
+        Self::open_with(rule, settings, "newterms_filter")
+    }
+
+    pub fn open_with(
+        rule: &str,
+        settings: &str,
+        function: &str,
+    ) -> Result<FluentBitDetect, LoadError> {
+        let dir = TempDir::new("fluentbit");
+        let rule = if rule.is_empty() && !settings.is_empty() {
+            newterms::DEFAULT_RULE
+        } else {
+            rule
+        };
+        if !rule.is_empty() {
+            let text = if settings.is_empty() {
+                rule.to_owned()
+            } else {
+                format!("{rule}\n[newterms]\n{settings}\n")
+            };
+            std::fs::write(dir.0.join("rule.toml"), text).expect("write rule");
+        }
+        let mut module =
+            newterms_host::FluentBit::load(newterms_host::FLUENTBIT_MODULE, function, Some(&dir.0))
+                .expect("the Fluent Bit module (run .ci/build-guest first)");
+        let stats = module.stats().expect("newterms_stats");
+        if let Some(msg) = stats.get("config_error").and_then(|m| m.as_str()) {
+            return Err(LoadError {
+                key: None,
+                message: msg.to_owned(),
+            });
+        }
+        Ok(FluentBitDetect { module, _dir: dir })
+    }
+
+    pub fn module(&mut self) -> &mut newterms_host::FluentBit {
+        &mut self.module
+    }
+}
+
+/// What the module answered, as an output: nothing (dropped), an error it carried in the
+/// record's `newterms.error` field, or a record.
+pub fn fluentbit_out(answer: Vec<u8>) -> Option<Out> {
+    if answer.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8(answer).expect("the module answers UTF-8");
+    if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(&text) {
+        if let Some(e) = doc.get("newterms.error") {
+            return Some(Out::Error {
+                kind: e["kind"].as_str().unwrap_or("").to_owned(),
+                message: e["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+    }
+    Some(Out::Emit(text))
+}
+
+impl Detect for FluentBitDetect {
+    fn run(&mut self, inputs: &[Vec<u8>]) -> Vec<Vec<Out>> {
+        inputs
+            .iter()
+            .map(|i| {
+                let answer = self
+                    .module
+                    .call(b"cloudtrail", (0, 0), Some(i))
+                    .expect("the filter trapped");
+                fluentbit_out(answer).into_iter().collect()
+            })
+            .collect()
+    }
+
+    fn stats(&mut self) -> Vec<(String, u64)> {
+        let doc = self.module.stats().expect("newterms_stats");
+        let obj = doc.as_object().expect("stats object");
+        obj.iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "extra_outputs_dropped" | "bad_calls"))
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect()
     }
 }

@@ -285,6 +285,58 @@ fn contract_table() {
     );
 }
 
+/// The Fluent Bit module answers one record per call and carries errors in the record,
+/// so it runs the cases where each input gives at most one output; there it must give
+/// exactly what the core gives, statistics included. A rule that does not load makes it
+/// pass records with the reason instead (checked in `fluentbit.rs`).
+#[test]
+fn contract_table_through_the_fluent_bit_module() {
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for case in load() {
+        if case.config_error.is_some() {
+            continue;
+        }
+        let native = run(Backend::Native, &case);
+        let Ok((outs, _)) = &native else {
+            failures.push(format!("{}: native did not load", case.name));
+            continue;
+        };
+        if outs.iter().any(|o| o.len() > 1) {
+            continue;
+        }
+        ran += 1;
+        let fb = run(Backend::FluentBit, &case);
+        let mut captures = HashMap::new();
+        if let Err(e) = check(&case, &fb, &mut captures) {
+            failures.push(format!("[fluentbit] {} ({}): {e}", case.name, case.clause));
+        }
+        match (&native, &fb) {
+            (Ok(a), Ok(b)) => {
+                let stats_b: HashMap<_, _> = b.1.iter().cloned().collect();
+                let stats_a: HashMap<_, _> = a.1.iter().cloned().collect();
+                if a.0 != b.0 || stats_a != stats_b {
+                    failures.push(format!(
+                        "{}: native and fluentbit differ:\n{a:#?}\n{b:#?}",
+                        case.name
+                    ));
+                }
+            }
+            _ => failures.push(format!("{}: fluentbit did not load", case.name)),
+        }
+    }
+    assert!(
+        ran >= 35,
+        "only {ran} cases ran through the Fluent Bit module"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn the_table_covers_every_clause_of_the_contract() {
     let cases = load();

@@ -5,6 +5,8 @@ mod cli;
 mod component;
 mod contract;
 mod data;
+mod fluentbit;
+mod state;
 
 use serde_json::Value;
 

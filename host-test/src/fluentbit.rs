@@ -1,0 +1,160 @@
+//! Drives the Fluent Bit core module exactly as Fluent Bit's `filter_wasm` does.
+//!
+//! Per record: the tag and the record are copied into module memory through the module's
+//! `malloc`, each with a trailing NUL; the filter function is called with
+//! `(tag, tag_len, time_sec, time_nsec, record, record_len)`; the NUL-terminated string at
+//! the returned address is copied out; both copies are released with the module's `free`.
+//! WASI preview 1 is provided, with an optional directory preopened as `/etc/newterms`
+//! (Fluent Bit's `Accessible_Paths`).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use wasmtime::{Engine, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// The Fluent Bit module built from this checkout's guest (see `build.rs`).
+pub const FLUENTBIT_MODULE: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/newterms-fluentbit.wasm"));
+
+type FilterFn = TypedFunc<(i32, i32, i32, i32, i32, i32), i32>;
+
+/// One instance of the module, as one Fluent Bit filter holds it.
+pub struct FluentBit {
+    store: Store<WasiP1Ctx>,
+    memory: Memory,
+    malloc: TypedFunc<i32, i32>,
+    free: TypedFunc<i32, ()>,
+    filter: FilterFn,
+    stats: TypedFunc<(), i32>,
+}
+
+impl FluentBit {
+    /// Instantiates `module` and looks up `function` (Fluent Bit's `Function_Name`).
+    /// `config_dir`, when given, is what the module sees as `/etc/newterms`.
+    pub fn load(module: &[u8], function: &str, config_dir: Option<&Path>) -> Result<FluentBit> {
+        if module.is_empty() {
+            bail!(
+                "this build has no Fluent Bit module: run `.ci/build-guest`, then rebuild the host"
+            );
+        }
+        let engine = Engine::default();
+        let module = Module::from_binary(&engine, module).map_err(anyhow::Error::from)?;
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).map_err(anyhow::Error::from)?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        if let Some(dir) = config_dir {
+            wasi.preopened_dir(dir, "/etc/newterms", FsPerms::ReadWrite)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("opening {}", dir.display()))?;
+        }
+        let mut store = Store::new(&engine, wasi.build_p1());
+        let instance = linker
+            .instantiate(&mut store, &module)
+            .map_err(anyhow::Error::from)
+            .context("instantiating the Fluent Bit module")?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| anyhow!("the module exports no memory"))?;
+        let typed = |store: &mut Store<WasiP1Ctx>, name: &str| {
+            instance
+                .get_func(&mut *store, name)
+                .ok_or_else(|| anyhow!("the module does not export `{name}`"))
+        };
+        let malloc = typed(&mut store, "malloc")?
+            .typed(&store)
+            .map_err(anyhow::Error::from)?;
+        let free = typed(&mut store, "free")?
+            .typed(&store)
+            .map_err(anyhow::Error::from)?;
+        let filter = typed(&mut store, function)?
+            .typed(&store)
+            .map_err(anyhow::Error::from)?;
+        let stats = typed(&mut store, "newterms_stats")?
+            .typed(&store)
+            .map_err(anyhow::Error::from)?;
+        Ok(FluentBit {
+            store,
+            memory,
+            malloc,
+            free,
+            filter,
+            stats,
+        })
+    }
+
+    /// Copies `bytes` and a NUL into module memory through its `malloc`.
+    fn copy_in(&mut self, bytes: &[u8]) -> Result<i32> {
+        let len = i32::try_from(bytes.len() + 1).context("input over 2 GiB")?;
+        let ptr = self
+            .malloc
+            .call(&mut self.store, len)
+            .map_err(anyhow::Error::from)?;
+        if ptr == 0 {
+            bail!("the module's malloc returned null for {len} bytes");
+        }
+        let mem = self.memory.data_mut(&mut self.store);
+        let at = ptr as usize;
+        mem[at..at + bytes.len()].copy_from_slice(bytes);
+        mem[at + bytes.len()] = 0;
+        Ok(ptr)
+    }
+
+    /// The NUL-terminated string at `ptr`.
+    fn read_c_string(&self, ptr: i32) -> Result<Vec<u8>> {
+        let mem = self.memory.data(&self.store);
+        let tail = mem
+            .get(ptr as usize..)
+            .ok_or_else(|| anyhow!("result pointer {ptr} out of bounds"))?;
+        let end = tail
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| anyhow!("result at {ptr} is not NUL-terminated"))?;
+        Ok(tail[..end].to_vec())
+    }
+
+    /// One record, as Fluent Bit passes it; `None` passes a null record pointer. Returns
+    /// the module's answer (empty: the record is dropped).
+    pub fn call(&mut self, tag: &[u8], time: (i32, i32), record: Option<&[u8]>) -> Result<Vec<u8>> {
+        let tag_ptr = self.copy_in(tag)?;
+        let (rec_ptr, rec_len) = match record {
+            Some(r) => (
+                self.copy_in(r)?,
+                i32::try_from(r.len()).context("record over 2 GiB")?,
+            ),
+            None => (0, 0),
+        };
+        let args = (tag_ptr, tag.len() as i32, time.0, time.1, rec_ptr, rec_len);
+        let result = self
+            .filter
+            .call(&mut self.store, args)
+            .map_err(anyhow::Error::from)?;
+        let answer = self.read_c_string(result)?;
+        self.free
+            .call(&mut self.store, tag_ptr)
+            .map_err(anyhow::Error::from)?;
+        if rec_ptr != 0 {
+            self.free
+                .call(&mut self.store, rec_ptr)
+                .map_err(anyhow::Error::from)?;
+        }
+        Ok(answer)
+    }
+
+    /// The module's counters (`newterms_stats`).
+    pub fn stats(&mut self) -> Result<serde_json::Value> {
+        let ptr = self
+            .stats
+            .call(&mut self.store, ())
+            .map_err(anyhow::Error::from)?;
+        let text = self.read_c_string(ptr)?;
+        serde_json::from_slice(&text).context("newterms_stats is not JSON")
+    }
+
+    /// The module's linear memory size in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.data_size(&self.store)
+    }
+}

@@ -1,0 +1,197 @@
+//! The Fluent Bit module, driven exactly as Fluent Bit's `filter_wasm` drives it.
+
+use serde_json::Value;
+
+use crate::backend::{fluentbit_out, Backend, FluentBitDetect, Out, TempDir};
+use crate::data::{as_lines, files};
+
+fn record(arn: &str, secs: u32) -> Vec<u8> {
+    format!(
+        r#"{{"eventTime":"2026-01-01T{:02}:{:02}:{:02}Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{{"type":"IAMUser","arn":"{arn}"}}}}"#,
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+    .into_bytes()
+}
+
+#[test]
+fn shared_data_one_call_per_record_equals_the_component() {
+    let mut lines: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
+        .iter()
+        .flat_map(as_lines)
+        .collect();
+    lines.extend(
+        files("cloudtrail/stratus-red-team")
+            .iter()
+            .flat_map(as_lines),
+    );
+    assert_eq!(lines.len(), 3210);
+    let mut fb = Backend::FluentBit.open("", "").expect("module");
+    let mut comp = Backend::Component.open("", "").expect("component");
+    let a = fb.run(&lines);
+    let b = comp.run(&lines);
+    assert_eq!(
+        a, b,
+        "the module and the component answer alike, record by record"
+    );
+    let alerts = a
+        .iter()
+        .flatten()
+        .filter(|o| matches!(o, Out::Emit(_)))
+        .count();
+    assert_eq!(
+        alerts, 3,
+        "bert-jan, and stratus-red-team's IAM user and federated user"
+    );
+}
+
+#[test]
+fn memory_stops_growing_once_the_table_is_full() {
+    let mut fb = FluentBitDetect::open("", "max_terms = 1000").expect("module");
+    let m = fb.module();
+    let mut sizes = Vec::new();
+    for i in 0..30_000u32 {
+        let arn = format!("arn:aws:iam::123456789012:user/u{i:08}");
+        let out = m.call(b"t", (0, 0), Some(&record(&arn, i))).expect("call");
+        assert!(!out.is_empty(), "every identity is new");
+        if i % 5_000 == 4_999 {
+            sizes.push(m.memory_bytes());
+        }
+    }
+    let stats = m.stats().expect("stats");
+    assert_eq!(stats["terms_held"], 1000);
+    assert_eq!(stats["evicted_capacity"], 29_000);
+    // Once full (after 1,000 records), 5,000 to 30,000 records later the memory is the same.
+    assert!(
+        sizes.windows(2).all(|w| w[0] == w[1]),
+        "memory grew: {sizes:?}"
+    );
+}
+
+#[test]
+fn records_of_every_bad_kind_give_the_documented_answer() {
+    let mut fb = FluentBitDetect::open("", "").expect("module");
+    let m = fb.module();
+    // A record of exactly 1 MiB is processed; one byte more is too large.
+    let mut big = record("arn:aws:iam::1:user/big", 0);
+    big.pop();
+    let pad = (1 << 20) - big.len() - r#","pad":""}"#.len();
+    big.extend_from_slice(format!(r#","pad":"{}"}}"#, "x".repeat(pad)).as_bytes());
+    assert_eq!(big.len(), 1 << 20);
+    let out = fluentbit_out(m.call(b"t", (0, 0), Some(&big)).expect("call"));
+    assert!(
+        matches!(&out, Some(Out::Emit(a)) if a.contains("user/big")),
+        "{out:?}"
+    );
+    let mut bigger = record("arn:aws:iam::1:user/bigger", 1);
+    bigger.pop();
+    bigger.extend_from_slice(format!(r#","pad":"{}"}}"#, "x".repeat(1 << 20)).as_bytes());
+    let answer = m.call(b"t", (0, 0), Some(&bigger)).expect("call");
+    let doc: Value = serde_json::from_slice(&answer).expect("an object");
+    assert_eq!(doc["newterms.error"]["kind"], "too-large");
+    assert_eq!(
+        doc["eventName"], "GetCallerIdentity",
+        "the record is passed on with the error field"
+    );
+
+    let broken = br#"{"eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity", nope"#;
+    for (input, kind) in [
+        (&broken[..], "invalid-json"),
+        (b"[1,2]", "not-object"),
+        (b"\"x\"", "not-object"),
+    ] {
+        let answer = m.call(b"t", (0, 0), Some(input)).expect("call");
+        let doc: Value = serde_json::from_slice(&answer).expect("an object");
+        assert_eq!(doc["newterms.error"]["kind"], kind);
+        assert_eq!(
+            doc["newterms.original"].as_str().map(str::as_bytes),
+            Some(input)
+        );
+    }
+    // A broken record the prefilter rejects is not parsed: it cannot match (docs/contract.md).
+    assert!(m
+        .call(b"t", (0, 0), Some(b"{\"eventName\": nope"))
+        .expect("call")
+        .is_empty());
+    let answer = m
+        .call(b"t", (0, 0), None)
+        .expect("a null record does not trap");
+    let doc: Value = serde_json::from_slice(&answer).expect("an object");
+    assert!(doc["newterms.error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("null"));
+    // The detector carries on.
+    let out = fluentbit_out(
+        m.call(b"t", (0, 0), Some(&record("arn:aws:iam::1:user/after", 2)))
+            .expect("call"),
+    );
+    assert!(matches!(&out, Some(Out::Emit(a)) if a.contains("user/after")));
+    let stats = m.stats().expect("stats");
+    assert_eq!(stats["bad_calls"], 1);
+    assert_eq!(stats["errors.too-large"], 1);
+    // `[1,2]` is an array of two records, each not an object: Fluent Bit gets the first.
+    assert_eq!(stats["errors.not-object"], 3);
+    assert_eq!(stats["extra_outputs_dropped"], 1);
+    assert_eq!(stats["errors.invalid-json"], 1);
+}
+
+#[test]
+fn on_error_drop_drops_bad_records() {
+    let mut fb = FluentBitDetect::open("", "on_error = \"drop\"").expect("module");
+    let m = fb.module();
+    assert!(m.call(b"t", (0, 0), Some(b"[1]")).expect("call").is_empty());
+    assert!(m.call(b"t", (0, 0), None).expect("call").is_empty());
+    assert_eq!(m.stats().expect("stats")["errors.not-object"], 1);
+}
+
+#[test]
+fn a_rule_file_that_does_not_load_lets_records_through_with_the_reason() {
+    let dir = TempDir::new("badrule");
+    std::fs::write(dir.0.join("rule.toml"), "[rule\n").expect("write");
+    let mut m = newterms_host::FluentBit::load(
+        newterms_host::FLUENTBIT_MODULE,
+        "newterms_filter",
+        Some(&dir.0),
+    )
+    .expect("module");
+    let input = br#"{"eventName":"DescribeInstances","x":1}"#;
+    let doc: Value =
+        serde_json::from_slice(&m.call(b"t", (0, 0), Some(input)).expect("call")).expect("object");
+    assert_eq!(doc["newterms.error"]["kind"], "config");
+    assert!(doc["newterms.error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("/etc/newterms/rule.toml"));
+    assert_eq!(doc["x"], 1, "the record's own fields pass");
+    assert!(m.stats().expect("stats")["config_error"].is_string());
+}
+
+#[test]
+fn the_function_name_picks_the_output_mode() {
+    let input = record("arn:aws:iam::1:user/a", 0);
+    let other = br#"{"eventName":"DescribeInstances","eventSource":"ec2.amazonaws.com"}"#;
+    let mut pass = FluentBitDetect::open_with("", "", "newterms_passthrough").expect("module");
+    assert_eq!(
+        pass.module()
+            .call(b"t", (0, 0), Some(&input))
+            .expect("call"),
+        input
+    );
+    let mut annotate = FluentBitDetect::open_with("", "", "newterms_annotate").expect("module");
+    assert_eq!(
+        annotate
+            .module()
+            .call(b"t", (0, 0), Some(other))
+            .expect("call"),
+        other
+    );
+    let mut alert =
+        FluentBitDetect::open_with("", "output = \"annotate\"", "newterms_alert").expect("module");
+    assert!(alert
+        .module()
+        .call(b"t", (0, 0), Some(other))
+        .expect("call")
+        .is_empty());
+}
