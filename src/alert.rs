@@ -65,10 +65,24 @@ impl AlertFacts<'_> {
     }
 }
 
-/// The alert document for a record (the record's text must be a JSON object).
+/// The alert document for a record.
+///
+/// A record the detector could read but that does not parse as a whole (nested deeper than
+/// 128 levels, or a lone surrogate escape, in fields the rule does not read) still gives
+/// its alert: without the record's own fields, with `newterms.source_error` saying why.
+/// A new term is never lost to the shape of the rest of its record.
 pub fn render(record: &[u8], facts: &AlertFacts<'_>) -> Result<String, RecordError> {
-    let mut doc: Map<String, Value> = serde_json::from_slice(record)
-        .map_err(|e| RecordError::new(ErrorKind::InvalidJson, e.to_string()))?;
+    let mut doc: Map<String, Value> = match serde_json::from_slice(record) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let mut doc = Map::new();
+            doc.insert(
+                "newterms.source_error".to_owned(),
+                format!("the source record could not be copied into the alert: {e}").into(),
+            );
+            doc
+        }
+    };
     let original_kind = set_event_kind(&mut doc);
     let rule = facts.rule;
     let mut put = |k: &str, v: Value| {
@@ -179,6 +193,14 @@ mod tests {
         let out = render(br#"{"eventName":"X"}"#, &facts).unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["event"]["kind"], "signal");
+
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let v: Value = serde_json::from_str(&render(deep.as_bytes(), &facts).unwrap()).unwrap();
+        assert_eq!(v["kibana.alert.new_terms"][0], "arn:aws:iam::1:user/a");
+        assert!(v["newterms.source_error"]
+            .as_str()
+            .unwrap()
+            .contains("recursion limit"));
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl Detector {
             window: rule.history_window,
             allowed_lateness: rule.settings.allowed_lateness,
             max_terms: rule.settings.max_terms,
+            max_bytes: rule.settings.max_table_bytes,
         });
         Ok(Detector {
             rule,
@@ -343,6 +344,22 @@ impl Detector {
             ));
         }
         let ts = self.record_time(view)?;
+        // A term the table could never hold is refused, not stored and not alerted on
+        // forever after. The longest combination is the sum of each field's longest value.
+        let longest: usize = columns[..fields]
+            .iter()
+            .map(|c| c.iter().map(|s| s.text().len()).max().unwrap_or(0))
+            .sum::<usize>()
+            + fields.saturating_sub(1);
+        if !self.terms.fits(longest) {
+            return Err(RecordError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "a term of {longest} bytes cannot be held within max_table_bytes = {}",
+                    self.rule.settings.max_table_bytes
+                ),
+            ));
+        }
 
         // From here on the record is accepted: count it and update the table.
         self.stats.records += 1;

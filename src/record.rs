@@ -311,13 +311,8 @@ impl<'a> RecordView<'a> {
                 "a record must be a JSON object",
             ));
         }
-        view.cloudtrail = matches!(
-            view.caps[layout.event_source as usize],
-            Captured::One(Scalar::Str(_))
-        ) && matches!(
-            view.caps[layout.event_name as usize],
-            Captured::One(Scalar::Str(_))
-        );
+        view.cloudtrail = has_string(&view.caps[layout.event_source as usize])
+            && has_string(&view.caps[layout.event_name as usize]);
         Ok(view)
     }
 
@@ -376,6 +371,15 @@ impl<'a> RecordView<'a> {
             Captured::Object => Field::Object,
             Captured::Mismatch => Field::Mismatch,
         }
+    }
+}
+
+/// Whether a slot captured a string (a repeated key captures several).
+fn has_string(c: &Captured<'_>) -> bool {
+    match c {
+        Captured::One(s) => matches!(s, Scalar::Str(_)),
+        Captured::Many(v) => v.iter().any(|s| matches!(s, Scalar::Str(_))),
+        _ => false,
     }
 }
 

@@ -124,6 +124,10 @@ pub struct Settings {
     /// `max_terms`: the most terms the table holds (default 100,000, about 15 MiB with
     /// ARN-sized terms); when full, the term seen longest ago is evicted.
     pub max_terms: usize,
+    /// `max_table_bytes`: the most memory the table may count, at the term's bytes plus 64
+    /// per term (default 64 MiB: enough for 100,000 terms of 600 bytes); whichever of this
+    /// and `max_terms` binds first evicts, oldest first. A single term over it is refused.
+    pub max_table_bytes: usize,
     /// `allowed_lateness`: how far behind the newest record time a record may be and
     /// still be decided exactly as Elastic would (default `1h`: CloudTrail delivers within
     /// about 15 minutes, and delivery files overlap by minutes).
@@ -150,6 +154,7 @@ impl Default for Settings {
         Settings {
             output: OutputMode::Alert,
             max_terms: 100_000,
+            max_table_bytes: 64 << 20,
             allowed_lateness: time::NANOS_PER_HOUR,
             max_record_bytes: 1 << 20,
             on_error: ErrorPolicy::Pass,
@@ -163,6 +168,7 @@ impl Default for Settings {
 const SETTING_KEYS: &[&str] = &[
     "output",
     "max_terms",
+    "max_table_bytes",
     "allowed_lateness",
     "max_record_bytes",
 ];
@@ -202,6 +208,7 @@ impl Settings {
                 "state_every_records" => self.state_every_records = positive(v, &key)? as u64,
                 "state_every_seconds" => self.state_every_seconds = positive(v, &key)? as u64,
                 "max_terms" => self.max_terms = positive(v, &key)?,
+                "max_table_bytes" => self.max_table_bytes = positive(v, &key)?,
                 "max_record_bytes" => self.max_record_bytes = positive(v, &key)?,
                 "allowed_lateness" => {
                     let s = v.as_str().ok_or_else(|| {

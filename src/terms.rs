@@ -32,7 +32,15 @@ pub struct TermLimits {
     pub allowed_lateness: Nanos,
     /// The most terms held; the oldest `last_seen` is evicted first.
     pub max_terms: usize,
+    /// The most bytes the table may hold, counted as [`TermTable::cost`] per term; the
+    /// oldest `last_seen` is evicted first. Whichever of the two binds first evicts.
+    pub max_bytes: usize,
 }
+
+/// The bytes one term costs beyond its own: its slot (key pointer and length,
+/// `last_seen`), its heap entry, its index entry with the hash table's slack, and the
+/// allocator's header for the key. Measured by `benches/memory.rs`.
+pub const TERM_OVERHEAD: usize = 64;
 
 /// Counters the table keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,9 +66,26 @@ pub struct TermTable {
     heap: BinaryHeap<Reverse<(Nanos, u32)>>,
     watermark: Option<Nanos>,
     counters: TermCounters,
+    /// The sum of [`TermTable::cost`] over the terms held.
+    bytes: usize,
 }
 
 impl TermTable {
+    /// What a term of `key_len` bytes counts against `max_bytes`.
+    pub fn cost(key_len: usize) -> usize {
+        key_len + TERM_OVERHEAD
+    }
+
+    /// Whether a term of `key_len` bytes can be held at all under the byte budget.
+    pub fn fits(&self, key_len: usize) -> bool {
+        Self::cost(key_len) <= self.limits.max_bytes
+    }
+
+    /// The bytes counted against `max_bytes` now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn new(limits: TermLimits) -> Self {
         TermTable {
             limits,
@@ -71,6 +96,7 @@ impl TermTable {
             heap: BinaryHeap::new(),
             watermark: None,
             counters: TermCounters::default(),
+            bytes: 0,
         }
     }
 
@@ -118,19 +144,25 @@ impl TermTable {
             s.last_seen = s.last_seen.max(ts);
             return Observation { new, late };
         }
-        if self.len() >= self.limits.max_terms {
-            if self.limits.max_terms == 0 {
-                return Observation { new: true, late };
-            }
-            if self.evict_oldest(None) {
-                self.counters.evicted_capacity += 1;
-            }
-        }
+        self.make_room(key.len());
         self.insert(hash, key, ts);
         Observation { new: true, late }
     }
 
+    /// Evicts the oldest terms until one more of `key_len` bytes fits both limits.
+    fn make_room(&mut self, key_len: usize) {
+        while self.len() >= self.limits.max_terms
+            || self.bytes + Self::cost(key_len) > self.limits.max_bytes
+        {
+            if !self.evict_oldest(None) {
+                break;
+            }
+            self.counters.evicted_capacity += 1;
+        }
+    }
+
     fn insert(&mut self, hash: u64, key: &[u8], ts: Nanos) {
+        self.bytes += Self::cost(key.len());
         let slot = Slot {
             key: key.into(),
             last_seen: ts,
@@ -177,6 +209,7 @@ impl TermTable {
                 continue;
             }
             let key = std::mem::take(&mut self.slots[idx as usize].key);
+            self.bytes -= Self::cost(key.len());
             let hash = self.hasher.hash_one(&*key);
             if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
                 entry.remove();
@@ -203,9 +236,10 @@ impl TermTable {
                 s.last_seen = s.last_seen.max(ts);
                 continue;
             }
-            if t.len() >= t.limits.max_terms && t.evict_oldest(None) {
-                t.counters.evicted_capacity += 1;
+            if !t.fits(key.len()) {
+                continue;
             }
+            t.make_room(key.len());
             t.insert(hash, &key, ts);
         }
         t.watermark = watermark;
@@ -262,6 +296,7 @@ mod tests {
             window: 10 * NANOS_PER_DAY,
             allowed_lateness: NANOS_PER_HOUR,
             max_terms,
+            max_bytes: usize::MAX,
         })
     }
 
@@ -313,6 +348,29 @@ mod tests {
         assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
         assert!(t.observe(b"b", 5).new, "b was evicted");
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_oldest_first() {
+        let mut t = TermTable::new(TermLimits {
+            window: 10 * D,
+            allowed_lateness: NANOS_PER_HOUR,
+            max_terms: 100,
+            max_bytes: 3 * TermTable::cost(10),
+        });
+        for (i, k) in [b"aaaaaaaaaa", b"bbbbbbbbbb", b"cccccccccc"]
+            .iter()
+            .enumerate()
+        {
+            t.observe(*k, i as Nanos);
+        }
+        assert_eq!((t.len(), t.bytes()), (3, 3 * TermTable::cost(10)));
+        t.observe(&[b'd'; 20], 5);
+        let keys: Vec<_> = t.entries().into_iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(keys, vec![b'c', b'd'], "a and b made room for the longer d");
+        assert_eq!(t.counters().evicted_capacity, 2);
+        assert_eq!(t.bytes(), TermTable::cost(10) + TermTable::cost(20));
+        assert!(!t.fits(3 * TermTable::cost(10)));
     }
 
     #[test]

@@ -9,8 +9,10 @@ mod fluentbit;
 pub use fluentbit::{FluentBit, FLUENTBIT_MODULE};
 
 use anyhow::{anyhow, Context, Result};
+use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceAny};
-use wasmtime::{Config, Engine, Store};
+
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -26,11 +28,49 @@ pub use bindings::exports::newterms::detector::detect::{
 /// The component built from this checkout's guest (see `build.rs`).
 pub const COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/newterms.component.wasm"));
 
-/// A compiled component, ready to instantiate.
+/// What the host allows one guest instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most linear memory the instance may grow to, in bytes. A guest that needs
+    /// more fails the call.
+    pub max_memory: usize,
+    /// The longest one call may run; a guest still running then is interrupted.
+    pub max_call: Duration,
+}
+
+impl Limits {
+    /// Limits derived from the rule's table budget: room for the table twice over (the
+    /// term bytes and the index around them) plus 128 MiB for inputs and outputs in
+    /// flight, at least 256 MiB; ten seconds per call.
+    pub fn for_table_bytes(max_table_bytes: usize) -> Limits {
+        Limits {
+            max_memory: max_table_bytes
+                .saturating_mul(2)
+                .saturating_add(128 << 20)
+                .max(256 << 20),
+            max_call: Duration::from_secs(10),
+        }
+    }
+
+    /// Limits for a rule text and settings overrides, as the guest will read them (an
+    /// unreadable rule gets the defaults; the guest reports the rule's error itself).
+    pub fn for_rule(rule: &str, settings: &str) -> Limits {
+        let budget = newterms::Rule::parse(rule, settings)
+            .map(|r| r.settings.max_table_bytes)
+            .unwrap_or(newterms::Settings::default().max_table_bytes);
+        Limits::for_table_bytes(budget)
+    }
+}
+
+/// How often the engine's epoch advances: the resolution of `max_call`.
+const TICK: Duration = Duration::from_millis(10);
+
+/// A compiled component, ready to instantiate (cheap to clone).
+#[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     component: Component,
-    linker: Linker<()>,
+    linker: Linker<HostState>,
 }
 
 impl Runtime {
@@ -48,12 +88,22 @@ impl Runtime {
     pub fn from_bytes(bytes: &[u8]) -> Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         let component = Component::from_binary(&engine, bytes)
             .map_err(anyhow::Error::from)
             .context("loading the component")?;
         // Empty: the component must import nothing.
         let linker = Linker::new(&engine);
+        // The epoch clock for per-call deadlines; it holds only a weak reference.
+        let weak = engine.weak();
+        std::thread::spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        });
         Ok(Runtime {
             engine,
             component,
@@ -62,38 +112,48 @@ impl Runtime {
     }
 }
 
-fn instantiate(rt: &Runtime) -> Result<(Store<()>, bindings::Newterms)> {
-    let mut store = Store::new(&rt.engine, ());
+/// The host's side of a store: the limits it enforces.
+pub struct HostState {
+    limits: StoreLimits,
+}
+
+fn instantiate(rt: &Runtime, limits: Limits) -> Result<(Store<HostState>, bindings::Newterms)> {
+    let state = HostState {
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.max_memory)
+            .build(),
+    };
+    let mut store = Store::new(&rt.engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(ticks(limits.max_call));
     let api = bindings::Newterms::instantiate(&mut store, &rt.component, &rt.linker)
         .map_err(anyhow::Error::from)
         .context("instantiating the component")?;
     Ok((store, api))
 }
 
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / TICK.as_millis()).max(1) as u64 + 1
+}
+
 /// One instance of the component with one open detector.
 pub struct Session {
-    store: Store<()>,
+    store: Store<HostState>,
     api: bindings::Newterms,
     detector: ResourceAny,
+    limits: Limits,
 }
 
 impl Session {
-    /// Opens a detector: the outer error is the host's (a trap), the inner the rule's.
+    /// Opens a detector with the limits derived from its rule: the outer error is the
+    /// host's (a trap), the inner the rule's.
     pub fn open(
         rt: &Runtime,
         rule: &str,
         settings: &str,
     ) -> Result<std::result::Result<Session, ConfigError>> {
-        let (mut store, api) = instantiate(rt)?;
-        let opened = api
-            .newterms_detector_detect()
-            .detector()
-            .call_open(&mut store, rule, settings)?;
-        Ok(opened.map(|detector| Session {
-            store,
-            api,
-            detector,
-        }))
+        Session::open_with(rt, rule, settings, None, Limits::for_rule(rule, settings))
     }
 
     /// Opens a detector with the term table of `snapshot`.
@@ -103,19 +163,48 @@ impl Session {
         settings: &str,
         snapshot: &[u8],
     ) -> Result<std::result::Result<Session, ConfigError>> {
-        let (mut store, api) = instantiate(rt)?;
-        let opened = api
-            .newterms_detector_detect()
-            .detector()
-            .call_restore(&mut store, rule, settings, snapshot)?;
+        Session::open_with(
+            rt,
+            rule,
+            settings,
+            Some(snapshot),
+            Limits::for_rule(rule, settings),
+        )
+    }
+
+    /// Opens a detector (from a snapshot, when given) under explicit limits.
+    pub fn open_with(
+        rt: &Runtime,
+        rule: &str,
+        settings: &str,
+        snapshot: Option<&[u8]>,
+        limits: Limits,
+    ) -> Result<std::result::Result<Session, ConfigError>> {
+        let (mut store, api) = instantiate(rt, limits)?;
+        let detector = api.newterms_detector_detect().detector();
+        let opened = match snapshot {
+            Some(bytes) => detector.call_restore(&mut store, rule, settings, bytes)?,
+            None => detector.call_open(&mut store, rule, settings)?,
+        };
         Ok(opened.map(|detector| Session {
             store,
             api,
             detector,
+            limits,
         }))
     }
 
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Arms the per-call deadline.
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(ticks(self.limits.max_call));
+    }
+
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.arm();
         self.api
             .newterms_detector_detect()
             .detector()
@@ -124,6 +213,7 @@ impl Session {
     }
 
     pub fn process(&mut self, input: &[u8]) -> Result<Vec<Output>> {
+        self.arm();
         self.api
             .newterms_detector_detect()
             .detector()
@@ -132,6 +222,7 @@ impl Session {
     }
 
     pub fn process_batch(&mut self, inputs: &[Vec<u8>]) -> Result<Vec<BatchOutput>> {
+        self.arm();
         self.api
             .newterms_detector_detect()
             .detector()
@@ -140,11 +231,123 @@ impl Session {
     }
 
     pub fn stats(&mut self) -> Result<Stats> {
+        self.arm();
         self.api
             .newterms_detector_detect()
             .detector()
             .call_stats(&mut self.store, self.detector)
             .map_err(anyhow::Error::from)
+    }
+}
+
+/// A call the guest could not complete (a trap: out of memory, out of time, a bug).
+#[derive(Debug, Clone)]
+pub struct CallFailed {
+    /// What wasmtime said.
+    pub reason: String,
+    /// Inputs in the failed call: none of them was processed.
+    pub inputs: usize,
+    /// Inputs processed since the last checkpoint, whose sightings were lost with the
+    /// instance (they were processed and answered; the restarted table no longer has them).
+    pub lost_since_checkpoint: u64,
+}
+
+/// A session that survives its guest: after a failed call it carries on with a fresh
+/// instance restored from the last checkpoint (a snapshot taken every
+/// `checkpoint_every` inputs).
+pub struct Supervised {
+    rt: Runtime,
+    rule: String,
+    settings: String,
+    session: Session,
+    checkpoint: Vec<u8>,
+    since_checkpoint: u64,
+    checkpoint_every: u64,
+    restarts: u64,
+}
+
+impl Supervised {
+    pub fn open(
+        rt: &Runtime,
+        rule: &str,
+        settings: &str,
+        snapshot: Option<&[u8]>,
+        limits: Limits,
+        checkpoint_every: u64,
+    ) -> Result<std::result::Result<Supervised, ConfigError>> {
+        let mut session = match Session::open_with(rt, rule, settings, snapshot, limits)? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let checkpoint = session.snapshot()?;
+        Ok(Ok(Supervised {
+            rt: rt.clone(),
+            rule: rule.to_owned(),
+            settings: settings.to_owned(),
+            session,
+            checkpoint,
+            since_checkpoint: 0,
+            checkpoint_every: checkpoint_every.max(1),
+            restarts: 0,
+        }))
+    }
+
+    /// Processes a batch; a failed call restarts the instance from the last checkpoint.
+    /// The outer error is a failure to restart.
+    pub fn process_batch(
+        &mut self,
+        inputs: &[Vec<u8>],
+    ) -> Result<std::result::Result<Vec<BatchOutput>, CallFailed>> {
+        match self.session.process_batch(inputs) {
+            Ok(out) => {
+                self.since_checkpoint += inputs.len() as u64;
+                if self.since_checkpoint >= self.checkpoint_every {
+                    self.checkpoint()?;
+                }
+                Ok(Ok(out))
+            }
+            Err(e) => {
+                let failed = CallFailed {
+                    reason: format!("{e:#}"),
+                    inputs: inputs.len(),
+                    lost_since_checkpoint: self.since_checkpoint,
+                };
+                let limits = self.session.limits();
+                self.session = Session::open_with(
+                    &self.rt,
+                    &self.rule,
+                    &self.settings,
+                    Some(&self.checkpoint),
+                    limits,
+                )?
+                .map_err(|e| anyhow!("restarting the guest: {}", e.message))?;
+                self.since_checkpoint = 0;
+                self.restarts += 1;
+                Ok(Err(failed))
+            }
+        }
+    }
+
+    /// Takes a checkpoint now.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.checkpoint = self.session.snapshot()?;
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// The current table, as a snapshot.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.session.snapshot()
+    }
+
+    /// The current instance's statistics (they restart with each restarted instance).
+    pub fn stats(&mut self) -> Result<Stats> {
+        self.session.stats()
+    }
+
+    /// How many times the guest was restarted.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
     }
 }
 

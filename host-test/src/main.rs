@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use newterms_host::{BatchOutput, Output, Runtime, Session};
+use newterms_host::{BatchOutput, Limits, Output, Runtime, Session, Supervised};
 
 const USAGE: &str = "\
 newterms: edge-side detection of Elastic new_terms rules (default: first sts:GetCallerIdentity
@@ -41,6 +41,14 @@ Options:
                               written atomically at the end and every --state-every records
   --state-every N             records between state writes (default 100000)
   --state-reset               start with an empty table even if FILE does not restore
+  --max-guest-memory BYTES    the most memory the guest may use (default: from the rule's
+                              max_table_bytes, at least 256 MiB)
+  --max-call-seconds N        the longest one call into the guest may run (default 10)
+
+A record longer than max_record_bytes is refused before it reaches the guest. A call the
+guest cannot complete (out of memory or time) is reported, its records are written to the
+errors as `guest-failure`, and the run carries on with a fresh guest restored from the
+last checkpoint (taken every 10,000 records).
 ";
 
 struct RunArgs {
@@ -53,6 +61,8 @@ struct RunArgs {
     state: Option<PathBuf>,
     state_every: u64,
     state_reset: bool,
+    max_guest_memory: Option<usize>,
+    max_call_seconds: Option<u64>,
 }
 
 /// A usage error: exit status 2.
@@ -127,6 +137,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         state: None,
         state_every: 100_000,
         state_reset: false,
+        max_guest_memory: None,
+        max_call_seconds: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -164,6 +176,14 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
                 a.state_every = number(&value("--state-every")?, "--state-every")?.max(1)
             }
             "--state-reset" => a.state_reset = true,
+            "--max-guest-memory" => {
+                a.max_guest_memory =
+                    Some(number(&value("--max-guest-memory")?, "--max-guest-memory")? as usize)
+            }
+            "--max-call-seconds" => {
+                a.max_call_seconds =
+                    Some(number(&value("--max-call-seconds")?, "--max-call-seconds")?.max(1))
+            }
             "-" => a.files.push("-".into()),
             s if s.starts_with('-') => {
                 return Err(usage(format!(
@@ -200,13 +220,6 @@ fn read_rule(path: Option<&PathBuf>) -> Result<String> {
             std::fs::read_to_string(p).with_context(|| format!("reading rule file {}", p.display()))
         }
         None => Ok(String::new()),
-    }
-}
-
-fn open_session(rt: &Runtime, rule: &str, settings: &str, what: &str) -> Result<Session> {
-    match Session::open(rt, rule, settings)? {
-        Ok(s) => Ok(s),
-        Err(e) => Err(usage(format!("{what}: {}", e.message))),
     }
 }
 
@@ -279,7 +292,7 @@ struct StateFile {
 
 impl StateFile {
     /// Writes the snapshot atomically: a temporary file beside it, synced, renamed over.
-    fn save(&mut self, session: &mut Session) -> Result<()> {
+    fn save(&mut self, session: &mut Supervised) -> Result<()> {
         let bytes = session.snapshot()?;
         let tmp = self.path.with_extension("tmp");
         let write = || -> io::Result<()> {
@@ -300,7 +313,10 @@ impl StateFile {
 }
 
 struct Runner<'a> {
-    session: Session,
+    session: Supervised,
+    /// Longer inputs are refused before they reach the guest.
+    max_line: usize,
+    max_document: usize,
     out: io::BufWriter<io::StdoutLock<'a>>,
     errors: ErrorSink,
     batch: usize,
@@ -318,7 +334,21 @@ impl Runner<'_> {
         if inputs.is_empty() {
             return Ok(());
         }
-        let outputs: Vec<BatchOutput> = self.session.process_batch(inputs)?;
+        let outputs: Vec<BatchOutput> = match self.session.process_batch(inputs)? {
+            Ok(outputs) => outputs,
+            Err(failed) => {
+                eprintln!(
+                    "newterms: the guest failed on a call of {} records ({}); restarted from the last checkpoint, \
+                     losing the sightings of {} records processed since",
+                    failed.inputs, failed.reason, failed.lost_since_checkpoint
+                );
+                for line in lines.iter() {
+                    self.errors
+                        .record(source, *line, "guest-failure", &failed.reason)?;
+                }
+                Vec::new()
+            }
+        };
         for BatchOutput { input, output } in outputs {
             match output {
                 Output::Emit(doc) => {
@@ -374,6 +404,14 @@ impl Runner<'_> {
             reader
                 .read_to_end(&mut first)
                 .with_context(|| format!("reading {source}"))?;
+            if first.len() > self.max_document {
+                let msg = format!(
+                    "{} bytes, over the host's document limit of {}",
+                    first.len(),
+                    self.max_document
+                );
+                return self.errors.record(source, 1, "too-large", &msg);
+            }
             inputs.push(first);
             lines.push(1);
             return self.flush(source, &mut inputs, &mut lines);
@@ -381,10 +419,17 @@ impl Runner<'_> {
         let mut line_no = 1u64;
         let mut line = first;
         loop {
-            if !line.trim_ascii().is_empty() {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if line.len() > self.max_line {
+                let msg = format!(
+                    "{} bytes, over the limit of {} (max_record_bytes): refused by the host",
+                    line.len(),
+                    self.max_line
+                );
+                self.errors.record(source, line_no, "too-large", &msg)?;
+            } else if !line.trim_ascii().is_empty() {
                 inputs.push(std::mem::take(&mut line));
                 lines.push(line_no);
             }
@@ -426,21 +471,31 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         },
         _ => None,
     };
+    let mut limits = Limits::for_rule(&rule, &settings);
+    if let Some(m) = args.max_guest_memory {
+        limits.max_memory = m;
+    }
+    if let Some(secs) = args.max_call_seconds {
+        limits.max_call = std::time::Duration::from_secs(secs);
+    }
     let session =
-        match &previous {
-            Some(bytes) => match Session::restore(&rt, &rule, &settings, bytes)? {
-                Ok(s) => s,
-                Err(e) if e.key.as_deref() == Some("snapshot") => {
-                    return Err(usage(format!(
+        match Supervised::open(&rt, &rule, &settings, previous.as_deref(), limits, 10_000)? {
+            Ok(s) => s,
+            Err(e) if e.key.as_deref() == Some("snapshot") => {
+                return Err(usage(format!(
                     "state file {}: {}; to start with an empty table instead, add --state-reset",
-                    args.state.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    args.state
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     e.message
                 )))
-                }
-                Err(e) => return Err(usage(format!("rule: {}", e.message))),
-            },
-            None => open_session(&rt, &rule, &settings, "rule")?,
+            }
+            Err(e) => return Err(usage(format!("rule: {}", e.message))),
         };
+    let max_line = newterms::Rule::parse(&rule, &settings)
+        .map(|r| r.settings.max_record_bytes)
+        .unwrap_or(usize::MAX);
     let errors = match &args.errors {
         Some(p) => ErrorSink::File(io::BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -453,6 +508,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let stdout = io::stdout();
     let mut runner = Runner {
         session,
+        max_line,
+        max_document: limits.max_memory / 4,
         out: io::BufWriter::new(stdout.lock()),
         errors,
         batch: args.batch,

@@ -23,6 +23,10 @@ pub trait Detect {
     /// Processes the inputs; returns, per input, its outputs.
     fn run(&mut self, inputs: &[Vec<u8>]) -> Vec<Vec<Out>>;
     fn stats(&mut self) -> Vec<(String, u64)>;
+    /// The term table's snapshot, where the back end exposes it.
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +112,10 @@ impl Detect for Native {
     fn stats(&mut self) -> Vec<(String, u64)> {
         self.0.stats().fields()
     }
+
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
+        Some(self.0.snapshot())
+    }
 }
 
 struct Wasm {
@@ -154,6 +162,10 @@ impl Detect for Wasm {
 
     fn stats(&mut self) -> Vec<(String, u64)> {
         self.session.stats().expect("stats trapped").fields()
+    }
+
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
+        Some(self.session.snapshot().expect("snapshot trapped"))
     }
 }
 

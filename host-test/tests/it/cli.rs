@@ -194,3 +194,35 @@ fn check_rule_and_bad_arguments() {
     assert!(newterms(&["run", "--help"], None).status.success());
     assert!(newterms(&["--help"], None).status.success());
 }
+
+#[test]
+fn the_host_refuses_an_oversized_line_before_the_guest() {
+    let errors = tmp("refused.ndjson");
+    let long = format!(
+        "{{\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"pad\":\"{}\"}}\n",
+        "x".repeat(2000)
+    );
+    let ok = "{\"eventTime\":\"2026-01-01T00:00:00Z\",\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{\"arn\":\"arn:aws:iam::1:user/a\"}}\n";
+    let input = format!("{ok}{long}");
+    let o = newterms(
+        &[
+            "run",
+            "--max-record-bytes",
+            "1000",
+            "--errors",
+            errors.to_str().expect("path"),
+        ],
+        Some(input.as_bytes()),
+    );
+    assert_eq!(arns(&o), vec!["arn:aws:iam::1:user/a"]);
+    let errs = std::fs::read_to_string(&errors).expect("errors");
+    assert!(
+        errs.contains("refused by the host") && errs.contains("\"line\":2"),
+        "{errs}"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("records=1 "),
+        "the guest never saw it: {stderr}"
+    );
+}

@@ -6,6 +6,8 @@ mod component;
 mod contract;
 mod data;
 mod fluentbit;
+mod hostile;
+mod limits;
 mod state;
 
 use serde_json::Value;
