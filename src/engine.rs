@@ -177,6 +177,26 @@ impl Detector {
         }
     }
 
+    /// Processes NDJSON: each line of `lines` is one input (a trailing `\r` is dropped, blank
+    /// lines are skipped). `sink` gets each output with the 0-based number of its line.
+    /// One buffer for many records: the cheapest way across a boundary.
+    pub fn process_lines(&mut self, lines: &[u8], sink: &mut dyn FnMut(usize, Output<'_>)) {
+        let mut start = 0;
+        let mut number = 0;
+        while start < lines.len() {
+            let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i);
+            let mut line = &lines[start..end];
+            if let [head @ .., b'\r'] = line {
+                line = head;
+            }
+            if !line.trim_ascii().is_empty() {
+                self.process(line, &mut |o| sink(number, o));
+            }
+            start = end + 1;
+            number += 1;
+        }
+    }
+
     /// Processes one input and collects its outputs (convenience for tests and hosts).
     pub fn process_collect(&mut self, input: &[u8]) -> Vec<Output<'static>> {
         let mut out = Vec::new();

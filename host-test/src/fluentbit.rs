@@ -30,10 +30,17 @@ pub struct FluentBit {
     stats: TypedFunc<(), i32>,
 }
 
-impl FluentBit {
-    /// Instantiates `module` and looks up `function` (Fluent Bit's `Function_Name`).
-    /// `config_dir`, when given, is what the module sees as `/etc/newterms`.
-    pub fn load(module: &[u8], function: &str, config_dir: Option<&Path>) -> Result<FluentBit> {
+/// The module compiled once, ready to instantiate (Fluent Bit compiles or loads it once
+/// per filter too; compilation is not part of the per-record cost).
+#[derive(Clone)]
+pub struct FluentBitModule {
+    engine: Engine,
+    module: Module,
+    linker: Linker<WasiP1Ctx>,
+}
+
+impl FluentBitModule {
+    pub fn compile(module: &[u8]) -> Result<FluentBitModule> {
         if module.is_empty() {
             bail!(
                 "this build has no Fluent Bit module: run `.ci/build-guest`, then rebuild the host"
@@ -43,6 +50,16 @@ impl FluentBit {
         let module = Module::from_binary(&engine, module).map_err(anyhow::Error::from)?;
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).map_err(anyhow::Error::from)?;
+        Ok(FluentBitModule {
+            engine,
+            module,
+            linker,
+        })
+    }
+
+    /// A new instance calling `function` (Fluent Bit's `Function_Name`); `config_dir`, when
+    /// given, is what the module sees as `/etc/newterms`.
+    pub fn instantiate(&self, function: &str, config_dir: Option<&Path>) -> Result<FluentBit> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
         if let Some(dir) = config_dir {
@@ -50,9 +67,10 @@ impl FluentBit {
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("opening {}", dir.display()))?;
         }
-        let mut store = Store::new(&engine, wasi.build_p1());
-        let instance = linker
-            .instantiate(&mut store, &module)
+        let mut store = Store::new(&self.engine, wasi.build_p1());
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.module)
             .map_err(anyhow::Error::from)
             .context("instantiating the Fluent Bit module")?;
         let memory = instance
@@ -83,6 +101,13 @@ impl FluentBit {
             filter,
             stats,
         })
+    }
+}
+
+impl FluentBit {
+    /// Compiles `module` and instantiates it (see [`FluentBitModule`] to compile once).
+    pub fn load(module: &[u8], function: &str, config_dir: Option<&Path>) -> Result<FluentBit> {
+        FluentBitModule::compile(module)?.instantiate(function, config_dir)
     }
 
     /// Copies `bytes` and a NUL into module memory through its `malloc`.

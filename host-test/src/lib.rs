@@ -5,14 +5,15 @@
 //! so it is instantiated with an empty linker.
 
 mod fluentbit;
+pub mod gen;
 
-pub use fluentbit::{FluentBit, FLUENTBIT_MODULE};
+pub use fluentbit::{FluentBit, FluentBitModule, FLUENTBIT_MODULE};
 
 use anyhow::{anyhow, Context, Result};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceAny};
 
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -112,9 +113,34 @@ impl Runtime {
     }
 }
 
-/// The host's side of a store: the limits it enforces.
+/// The host's side of a store: the limits it enforces, and the guest's memory size.
 pub struct HostState {
     limits: StoreLimits,
+    memory: usize,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory = self.memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
 }
 
 fn instantiate(rt: &Runtime, limits: Limits) -> Result<(Store<HostState>, bindings::Newterms)> {
@@ -122,9 +148,10 @@ fn instantiate(rt: &Runtime, limits: Limits) -> Result<(Store<HostState>, bindin
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.max_memory)
             .build(),
+        memory: 0,
     };
     let mut store = Store::new(&rt.engine, state);
-    store.limiter(|s| &mut s.limits);
+    store.limiter(|s| s as &mut dyn ResourceLimiter);
     store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks(limits.max_call));
     let api = bindings::Newterms::instantiate(&mut store, &rt.component, &rt.linker)
@@ -198,6 +225,11 @@ impl Session {
         self.limits
     }
 
+    /// The guest's linear memory, in bytes (it never shrinks).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory
+    }
+
     /// Arms the per-call deadline.
     fn arm(&mut self) {
         self.store.set_epoch_deadline(ticks(self.limits.max_call));
@@ -227,6 +259,16 @@ impl Session {
             .newterms_detector_detect()
             .detector()
             .call_process_batch(&mut self.store, self.detector, inputs)
+            .map_err(anyhow::Error::from)
+    }
+
+    /// NDJSON in one buffer; outputs carry their 0-based line number.
+    pub fn process_lines(&mut self, ndjson: &[u8]) -> Result<Vec<BatchOutput>> {
+        self.arm();
+        self.api
+            .newterms_detector_detect()
+            .detector()
+            .call_process_lines(&mut self.store, self.detector, ndjson)
             .map_err(anyhow::Error::from)
     }
 
@@ -298,9 +340,28 @@ impl Supervised {
         &mut self,
         inputs: &[Vec<u8>],
     ) -> Result<std::result::Result<Vec<BatchOutput>, CallFailed>> {
-        match self.session.process_batch(inputs) {
+        let result = self.session.process_batch(inputs);
+        self.settle(result, inputs.len())
+    }
+
+    /// Processes `count` NDJSON lines in one buffer, as [`Supervised::process_batch`].
+    pub fn process_lines(
+        &mut self,
+        ndjson: &[u8],
+        count: usize,
+    ) -> Result<std::result::Result<Vec<BatchOutput>, CallFailed>> {
+        let result = self.session.process_lines(ndjson);
+        self.settle(result, count)
+    }
+
+    fn settle(
+        &mut self,
+        result: Result<Vec<BatchOutput>>,
+        inputs: usize,
+    ) -> Result<std::result::Result<Vec<BatchOutput>, CallFailed>> {
+        match result {
             Ok(out) => {
-                self.since_checkpoint += inputs.len() as u64;
+                self.since_checkpoint += inputs as u64;
                 if self.since_checkpoint >= self.checkpoint_every {
                     self.checkpoint()?;
                 }
@@ -309,7 +370,7 @@ impl Supervised {
             Err(e) => {
                 let failed = CallFailed {
                     reason: format!("{e:#}"),
-                    inputs: inputs.len(),
+                    inputs,
                     lost_since_checkpoint: self.since_checkpoint,
                 };
                 let limits = self.session.limits();

@@ -133,6 +133,19 @@ impl wit::GuestDetector for DetectorResource {
         out
     }
 
+    fn process_lines(&self, ndjson: Vec<u8>) -> Vec<wit::BatchOutput> {
+        let mut out = Vec::new();
+        self.inner
+            .borrow_mut()
+            .process_lines(&ndjson, &mut |line, o| {
+                out.push(wit::BatchOutput {
+                    input: line as u32,
+                    output: o.into(),
+                })
+            });
+        out
+    }
+
     fn stats(&self) -> wit::Stats {
         self.inner.borrow().stats().into()
     }

@@ -29,9 +29,13 @@ struct Group {
 }
 
 /// The prefilter of one query; empty (accepting everything) when nothing is required.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Prefilter {
     groups: Vec<Group>,
+    /// `\u`: any character may be written so.
+    unicode_escape: Finder<'static>,
+    /// `\/`: a slash may be written so.
+    slash_escape: Finder<'static>,
 }
 
 impl Prefilter {
@@ -46,7 +50,11 @@ impl Prefilter {
                     .collect(),
             })
             .collect();
-        Prefilter { groups }
+        Prefilter {
+            groups,
+            unicode_escape: Finder::new(b"\\u").into_owned(),
+            slash_escape: Finder::new(b"\\/").into_owned(),
+        }
     }
 
     /// Whether the prefilter can reject anything at all.
@@ -69,19 +77,19 @@ impl Prefilter {
 
     /// False only when the record's text cannot match the query.
     pub fn may_match(&self, text: &[u8]) -> bool {
-        // Whether `text` has escapes that could hide a literal, computed at most once.
-        let mut escapes: Option<(bool, bool)> = None;
+        // Whether `text` has escapes that could hide a literal: each searched at most once,
+        // and only when a literal is missing (the common case costs one literal search and
+        // one `\u` search).
+        let mut unicode: Option<bool> = None;
+        let mut slash: Option<bool> = None;
         for g in &self.groups {
             if g.finders.iter().any(|f| f.find(text).is_some()) {
                 continue;
             }
-            let (unicode, slash) = *escapes.get_or_insert_with(|| {
-                (
-                    memchr::memmem::find(text, b"\\u").is_some(),
-                    memchr::memmem::find(text, b"\\/").is_some(),
-                )
-            });
-            if unicode || (g.has_slash && slash) {
+            if *unicode.get_or_insert_with(|| self.unicode_escape.find(text).is_some()) {
+                continue;
+            }
+            if g.has_slash && *slash.get_or_insert_with(|| self.slash_escape.find(text).is_some()) {
                 continue;
             }
             return false;

@@ -34,11 +34,18 @@ pub enum Backend {
     Native,
     Component,
     ComponentBatch,
+    /// The component, NDJSON lines packed in one buffer per call (`process-lines`).
+    ComponentLines,
     /// The Fluent Bit module, called as Fluent Bit calls it: one record, one answer.
     FluentBit,
 }
 
-pub const ALL: [Backend; 3] = [Backend::Native, Backend::Component, Backend::ComponentBatch];
+pub const ALL: [Backend; 4] = [
+    Backend::Native,
+    Backend::Component,
+    Backend::ComponentBatch,
+    Backend::ComponentLines,
+];
 
 impl Backend {
     pub fn name(self) -> &'static str {
@@ -46,6 +53,7 @@ impl Backend {
             Backend::Native => "native",
             Backend::Component => "component",
             Backend::ComponentBatch => "component-batch",
+            Backend::ComponentLines => "component-lines",
             Backend::FluentBit => "fluentbit",
         }
     }
@@ -62,14 +70,14 @@ impl Backend {
                 let fb = FluentBitDetect::open(rule, settings)?;
                 Ok(Box::new(fb) as Box<dyn Detect>)
             }
-            Backend::Component | Backend::ComponentBatch => {
+            Backend::Component | Backend::ComponentBatch | Backend::ComponentLines => {
                 let opened =
                     Session::open(runtime(), rule, settings).expect("instantiating the component");
                 opened
                     .map(|s| {
                         Box::new(Wasm {
                             session: s,
-                            batch: self == Backend::ComponentBatch,
+                            mode: self,
                         }) as Box<dyn Detect>
                     })
                     .map_err(|e| LoadError {
@@ -120,7 +128,7 @@ impl Detect for Native {
 
 struct Wasm {
     session: Session,
-    batch: bool,
+    mode: Backend,
 }
 
 fn out(o: WitOutput) -> Out {
@@ -135,7 +143,39 @@ fn out(o: WitOutput) -> Out {
 
 impl Detect for Wasm {
     fn run(&mut self, inputs: &[Vec<u8>]) -> Vec<Vec<Out>> {
-        if self.batch {
+        if self.mode == Backend::ComponentLines {
+            // Runs of one-line inputs go packed, one call per run; an input with a newline
+            // (a pretty-printed document) goes alone through process-batch.
+            let mut per_input = vec![Vec::new(); inputs.len()];
+            let mut i = 0;
+            while i < inputs.len() {
+                if inputs[i].contains(&b'\n') {
+                    for o in self
+                        .session
+                        .process_batch(&inputs[i..=i])
+                        .expect("process-batch trapped")
+                    {
+                        per_input[i].push(out(o.output));
+                    }
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < inputs.len() && !inputs[i].contains(&b'\n') {
+                    i += 1;
+                }
+                let packed = inputs[start..i].join(&b'\n');
+                for o in self
+                    .session
+                    .process_lines(&packed)
+                    .expect("process-lines trapped")
+                {
+                    per_input[start + o.input as usize].push(out(o.output));
+                }
+            }
+            return per_input;
+        }
+        if self.mode == Backend::ComponentBatch {
             let mut per_input = vec![Vec::new(); inputs.len()];
             for o in self
                 .session

@@ -133,7 +133,11 @@ fn hostile_input_gives_defined_results_and_leaves_state_intact() {
         for case in cases() {
             let label = format!("[{}] {}", backend.name(), case.name);
             let mut d = backend.open("", case.settings).expect("rule");
-            assert_eq!(d.run(std::slice::from_ref(&warm))[0].len(), 1, "{label}: warm-up alert");
+            assert_eq!(
+                d.run(std::slice::from_ref(&warm))[0].len(),
+                1,
+                "{label}: warm-up alert"
+            );
             let before = d.snapshot().expect("snapshot");
             let outs = d.run(&[case.input]).remove(0);
             match case.want {

@@ -1,0 +1,446 @@
+//! Throughput of every path on the same generated CloudTrail mix, side by side, plus the
+//! cost against the number of terms held, bytes per term, and an optional soak.
+//!
+//! `bash .ci/bench [--records N] [--runs R] [--soak N]` (or `cargo bench -p host-test
+//! --bench throughput -- ...`). Times are medians of R runs; every path must agree on what
+//! it found, or the benchmark fails.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use newterms::{Detector, Output};
+use newterms_host::gen::{Generator, Mix, Templates};
+use newterms_host::{FluentBitModule, Runtime, Session, FLUENTBIT_MODULE};
+use serde_json::Value;
+
+struct Args {
+    records: usize,
+    runs: usize,
+    soak: Option<usize>,
+    skip_terms: bool,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        records: 200_000,
+        runs: 5,
+        soak: None,
+        skip_terms: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut num = |name: &str| -> Result<usize> {
+            it.next()
+                .and_then(|v| v.replace('_', "").parse().ok())
+                .with_context(|| format!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--records" => a.records = num("--records")?,
+            "--runs" => a.runs = num("--runs")?.max(1),
+            "--soak" => a.soak = Some(num("--soak")?),
+            "--skip-terms" => a.skip_terms = true,
+            "--bench" => {}
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// Median seconds of `runs` runs of `f`, which returns what it found (checked equal).
+fn measure<T: PartialEq + std::fmt::Debug>(
+    runs: usize,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<(f64, T)> {
+    let mut times = Vec::new();
+    let mut found = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let got = f()?;
+        times.push(t.elapsed().as_secs_f64());
+        if let Some(prev) = &found {
+            if *prev != got {
+                bail!("a run found {got:?}, another {prev:?}");
+            }
+        }
+        found = Some(got);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], found.context("no run")?))
+}
+
+/// The number of alerts of a detector run over all records.
+fn native(records: &[String]) -> Result<usize> {
+    let mut d = Detector::from_config("", "")?;
+    let mut alerts = 0;
+    for r in records {
+        d.process(r.as_bytes(), &mut |o| {
+            if let Output::Emit(_) = o {
+                alerts += 1
+            }
+        });
+    }
+    Ok(alerts)
+}
+
+fn component_batch(rt: &Runtime, batches: &[Vec<Vec<u8>>]) -> Result<usize> {
+    let mut s = Session::open(rt, "", "")?.map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut alerts = 0;
+    for b in batches {
+        alerts += s.process_batch(b)?.len();
+    }
+    Ok(alerts)
+}
+
+fn component_lines(rt: &Runtime, packed: &[Vec<u8>]) -> Result<usize> {
+    let mut s = Session::open(rt, "", "")?.map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut alerts = 0;
+    for p in packed {
+        alerts += s.process_lines(p)?.len();
+    }
+    Ok(alerts)
+}
+
+fn component_single(rt: &Runtime, records: &[String]) -> Result<usize> {
+    let mut s = Session::open(rt, "", "")?.map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut alerts = 0;
+    for r in records {
+        alerts += s.process(r.as_bytes())?.len();
+    }
+    Ok(alerts)
+}
+
+fn fluentbit(module: &FluentBitModule, records: &[String]) -> Result<usize> {
+    let mut m = module.instantiate("newterms_filter", None)?;
+    let mut alerts = 0;
+    for r in records {
+        if !m
+            .call(b"aws.cloudtrail", (0, 0), Some(r.as_bytes()))?
+            .is_empty()
+        {
+            alerts += 1;
+        }
+    }
+    Ok(alerts)
+}
+
+/// The naive way, in this project's own code: parse every record fully into a
+/// `serde_json::Value`, then decide with the same rule and the same window.
+fn naive(records: &[String]) -> Result<usize> {
+    let window = 10 * 86_400 * newterms::time::NANOS_PER_SEC;
+    let mut last_seen: HashMap<String, i64> = HashMap::new();
+    let mut alerts = 0;
+    for r in records {
+        let Ok(v) = serde_json::from_str::<Value>(r) else {
+            continue;
+        };
+        let provider = v.get("eventSource").and_then(Value::as_str);
+        let action = v.get("eventName").and_then(Value::as_str);
+        let kind = v.pointer("/userIdentity/type").and_then(Value::as_str);
+        if provider != Some("sts.amazonaws.com")
+            || action != Some("GetCallerIdentity")
+            || kind == Some("AssumedRole")
+        {
+            continue;
+        }
+        let Some(arn) = v
+            .pointer("/userIdentity/arn")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        else {
+            continue;
+        };
+        let Some(ts) = v
+            .get("eventTime")
+            .and_then(Value::as_str)
+            .and_then(newterms::time::parse_timestamp)
+        else {
+            continue;
+        };
+        let new = match last_seen.get_mut(arn) {
+            Some(seen) => {
+                let new = ts - *seen > window;
+                *seen = (*seen).max(ts);
+                new
+            }
+            None => {
+                last_seen.insert(arn.to_owned(), ts);
+                true
+            }
+        };
+        if new {
+            let mut alert = v.clone();
+            alert["kibana.alert.new_terms"] = Value::from(vec![arn]);
+            alerts += usize::from(!alert.to_string().is_empty());
+        }
+    }
+    Ok(alerts)
+}
+
+const JQ_FILTER: &str = r#"select(.eventSource == "sts.amazonaws.com" and .eventName == "GetCallerIdentity" and .userIdentity.type != "AssumedRole")"#;
+
+/// `jq` doing only the filter (as a user might instead); returns matches.
+fn jq(file: &PathBuf) -> Result<usize> {
+    let out = Command::new("jq")
+        .args(["-c", JQ_FILTER])
+        .arg(file)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running jq (apt-get install jq)")?;
+    if !out.status.success() {
+        bail!("jq failed");
+    }
+    Ok(out.stdout.iter().filter(|&&b| b == b'\n').count())
+}
+
+fn matched(records: &[String]) -> Result<u64> {
+    let mut d = Detector::from_config("", "")?;
+    for r in records {
+        d.process(r.as_bytes(), &mut |_| {});
+    }
+    Ok(d.stats().matched)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+/// A GetCallerIdentity record of identity `i` at second `t` (ARN-sized term).
+fn gci(i: u64, t: i64) -> Vec<u8> {
+    format!(
+        r#"{{"eventTime":"{}","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::123456789012:user/u{i:010}"}}}}"#,
+        newterms_host::gen::rfc3339(1_767_225_600 + t)
+    )
+    .into_bytes()
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    let shared = std::env::var_os("NEWTERMS_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let templates = Templates::load(&shared.join("cloudtrail"))?;
+    let mix = Mix::default();
+    let records = Generator::new(&templates, mix.clone()).generate(a.records);
+    let bytes: usize = records.iter().map(|r| r.len() + 1).sum();
+    let mb = bytes as f64 / 1e6;
+    let gci_count = records
+        .iter()
+        .filter(|r| r.contains("\"GetCallerIdentity\""))
+        .count();
+    println!(
+        "newterms throughput: {} records, {:.1} MB (mean {} B), {:.2}% GetCallerIdentity, {} identities, seed {}",
+        records.len(),
+        mb,
+        bytes / records.len().max(1),
+        100.0 * gci_count as f64 / records.len().max(1) as f64,
+        mix.identities,
+        mix.seed
+    );
+    println!("machine: {}; medians of {} runs", machine(), a.runs);
+
+    let rt = Runtime::embedded()?;
+    let batches: Vec<Vec<Vec<u8>>> = records
+        .chunks(256)
+        .map(|c| c.iter().map(|r| r.as_bytes().to_vec()).collect())
+        .collect();
+    let ndjson = std::env::temp_dir().join(format!("newterms-bench-{}.ndjson", std::process::id()));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&ndjson)?);
+        for r in &records {
+            writeln!(f, "{r}")?;
+        }
+    }
+
+    let (t_native, alerts) = measure(a.runs, || native(&records))?;
+    let mut rows: Vec<(&str, f64, String)> = vec![(
+        "native core (Detector::process)",
+        t_native,
+        format!("{alerts} alerts"),
+    )];
+    let check = |name: &str, got: usize| -> Result<()> {
+        if got != alerts {
+            bail!("{name} found {got} alerts, the native core {alerts}");
+        }
+        Ok(())
+    };
+    let packed: Vec<Vec<u8>> = records
+        .chunks(1024)
+        .map(|c| c.join("\n").into_bytes())
+        .collect();
+    let (t, got) = measure(a.runs, || component_lines(&rt, &packed))?;
+    check("component lines", got)?;
+    rows.push((
+        "component, process-lines (1024 NDJSON lines/call)",
+        t,
+        format!("{got} alerts"),
+    ));
+    let (t, got) = measure(a.runs, || component_batch(&rt, &batches))?;
+    check("component batch", got)?;
+    rows.push((
+        "component, process-batch (256/call)",
+        t,
+        format!("{got} alerts"),
+    ));
+    let (t, got) = measure(a.runs, || component_single(&rt, &records))?;
+    check("component single", got)?;
+    rows.push(("component, process (1/call)", t, format!("{got} alerts")));
+    let fb_module = FluentBitModule::compile(FLUENTBIT_MODULE)?;
+    let (t, got) = measure(a.runs, || fluentbit(&fb_module, &records))?;
+    check("Fluent Bit module", got)?;
+    rows.push((
+        "Fluent Bit module in wasmtime (1/call)",
+        t,
+        format!("{got} alerts"),
+    ));
+    let (t, got) = measure(a.runs, || naive(&records))?;
+    check("naive", got)?;
+    rows.push((
+        "naive: serde_json::Value per record",
+        t,
+        format!("{got} alerts"),
+    ));
+    match Command::new("jq").arg("--version").output() {
+        Ok(_) => {
+            let want = matched(&records)? as usize;
+            let (t, got) = measure(a.runs, || jq(&ndjson))?;
+            if got != want {
+                bail!("jq matched {got} records, the core {want}");
+            }
+            rows.push(("jq, the filter only", t, format!("{got} matches")));
+        }
+        Err(_) => println!("(jq not installed: its row is left out)"),
+    }
+    let _ = std::fs::remove_file(&ndjson);
+
+    println!();
+    println!("| path | records/s | MB/s | vs native | found |");
+    println!("|---|---:|---:|---:|---|");
+    for (name, t, found) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.3} | {found} |",
+            records.len() as f64 / t,
+            mb / t,
+            t_native / t,
+        );
+    }
+
+    if !a.skip_terms {
+        terms_held(&a, &rt, &records)?;
+    }
+    if let Some(n) = a.soak {
+        soak(&rt, n)?;
+    }
+    Ok(())
+}
+
+/// Throughput on the mix with 1 thousand, 100 thousand and 1 million terms already held,
+/// natively and through the component; and the guest's bytes per term.
+fn terms_held(a: &Args, rt: &Runtime, records: &[String]) -> Result<()> {
+    let settings = "max_terms = 2000000\nmax_table_bytes = 1073741824";
+    println!();
+    println!("| terms held | native records/s | component batch records/s | guest memory | bytes per term |");
+    println!("|---:|---:|---:|---:|---:|");
+    let batches: Vec<Vec<Vec<u8>>> = records
+        .chunks(256)
+        .map(|c| c.iter().map(|r| r.as_bytes().to_vec()).collect())
+        .collect();
+    let mut base_memory = None;
+    for held in [1_000u64, 100_000, 1_000_000] {
+        // Terms from an hour before the mix, so none expires and none is the mix's.
+        let prefill: Vec<Vec<u8>> = (0..held).map(|i| gci(1_000_000_000 + i, -3600)).collect();
+        let mut d = Detector::from_config("", settings)?;
+        for r in &prefill {
+            d.process(r, &mut |_| {});
+        }
+        let (t_native, _) = measure(a.runs, || {
+            for r in records {
+                d.process(r.as_bytes(), &mut |_| {});
+            }
+            Ok(())
+        })?;
+        let mut s = Session::open(rt, "", settings)?.map_err(|e| anyhow::anyhow!(e.message))?;
+        let empty = s.memory_bytes();
+        let base = *base_memory.get_or_insert(empty);
+        for chunk in prefill.chunks(4096) {
+            s.process_batch(chunk)?;
+        }
+        let memory = s.memory_bytes();
+        let (t_comp, _) = measure(a.runs, || {
+            for b in &batches {
+                s.process_batch(b)?;
+            }
+            Ok(())
+        })?;
+        let held_now = s.stats()?.terms_held;
+        println!(
+            "| {held} | {:.0} | {:.0} | {:.1} MiB | {:.1} |",
+            records.len() as f64 / t_native,
+            records.len() as f64 / t_comp,
+            memory as f64 / (1 << 20) as f64,
+            (memory - base) as f64 / held_now as f64
+        );
+    }
+    println!("(bytes per term: guest memory growth over terms held, terms of 45 bytes; 64 KiB page granularity)");
+    Ok(())
+}
+
+/// `n` records, one million distinct ARNs, through the component: the guest's memory is
+/// printed every million records and must stop growing once the table is full.
+fn soak(rt: &Runtime, n: usize) -> Result<()> {
+    let settings = "max_terms = 1000000\nmax_table_bytes = 134217728";
+    let mut s = Session::open(rt, "", settings)?.map_err(|e| anyhow::anyhow!(e.message))?;
+    println!();
+    println!(
+        "soak: {n} records, 1,000,000 distinct ARNs, max_terms 1,000,000, through the component"
+    );
+    let t = Instant::now();
+    let mut batch = Vec::with_capacity(1024);
+    let mut at_full = None;
+    let mut alerts = 0usize;
+    for i in 0..n as u64 {
+        batch.push(gci(i % 1_000_000, i as i64 / 100));
+        if batch.len() == 1024 {
+            alerts += s.process_batch(&batch)?.len();
+            batch.clear();
+        }
+        if (i + 1) % 1_000_000 == 0 {
+            let mem = s.memory_bytes();
+            println!(
+                "  {:>10} records: guest memory {:.1} MiB, terms held {}",
+                i + 1,
+                mem as f64 / (1 << 20) as f64,
+                s.stats()?.terms_held
+            );
+            if i + 1 == 2_000_000 {
+                at_full = Some(mem);
+            }
+        }
+    }
+    alerts += s.process_batch(&batch)?.len();
+    let peak = s.memory_bytes();
+    println!(
+        "soak: {:.1} s, {alerts} alerts, peak guest memory {:.1} MiB{}",
+        t.elapsed().as_secs_f64(),
+        peak as f64 / (1 << 20) as f64,
+        match at_full {
+            Some(m) if m == peak => ", unchanged since the table filled",
+            Some(_) => ", GREW after the table filled",
+            None => "",
+        }
+    );
+    Ok(())
+}
