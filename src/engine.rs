@@ -239,8 +239,8 @@ impl Detector {
         match std::str::from_utf8(text) {
             Ok(s) => sink(Output::Emit(Cow::Borrowed(s))),
             Err(e) => {
-                // Counted as an error instead of whatever it was counted as.
-                self.stats.count_error(ErrorKind::InvalidJson);
+                // Only a record the prefilter passed over unparsed can get here; it stays
+                // counted as such, and the host learns why it did not get the text.
                 let err = RecordError::new(ErrorKind::InvalidJson, format!("invalid UTF-8: {e}"));
                 sink(Output::Error(match place {
                     Some(p) => err.within(p),

@@ -48,6 +48,82 @@ impl Pattern {
     }
 }
 
+/// Prints KQL that parses back to the same tree: values quoted (their `*` literal) or, for
+/// wildcards, bare with every special character escaped.
+impl std::fmt::Display for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expr::And(items) => join(f, items, " and "),
+            Expr::Or(items) => join(f, items, " or "),
+            Expr::Not(e) => write!(f, "not ({e})"),
+            Expr::Field { field, value } => {
+                write_bare(f, field)?;
+                write!(f, ": ({value})")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ValueExpr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueExpr::And(items) => join(f, items, " and "),
+            ValueExpr::Or(items) => join(f, items, " or "),
+            ValueExpr::Not(v) => write!(f, "not ({v})"),
+            ValueExpr::Value(Pattern::Exact(s)) => {
+                f.write_str("\"")?;
+                for c in s.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        '\n' => f.write_str("\\n")?,
+                        '\t' => f.write_str("\\t")?,
+                        '\r' => f.write_str("\\r")?,
+                        c => write!(f, "{c}")?,
+                    }
+                }
+                f.write_str("\"")
+            }
+            ValueExpr::Value(Pattern::Wildcard(pieces)) => {
+                for (i, piece) in pieces.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("*")?;
+                    }
+                    write_bare(f, piece)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A bare word, every character the tokenizer treats specially escaped; a word that reads
+/// as a keyword gets its first character escaped.
+fn write_bare(f: &mut std::fmt::Formatter<'_>, word: &str) -> std::fmt::Result {
+    let keyword = matches!(word.to_ascii_lowercase().as_str(), "and" | "or" | "not");
+    for (i, c) in word.chars().enumerate() {
+        if c.is_whitespace() || "\\():<>\"*{}".contains(c) || (keyword && i == 0) {
+            f.write_str("\\")?;
+        }
+        write!(f, "{c}")?;
+    }
+    Ok(())
+}
+
+fn join<T: std::fmt::Display>(
+    f: &mut std::fmt::Formatter<'_>,
+    items: &[T],
+    sep: &str,
+) -> std::fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(sep)?;
+        }
+        write!(f, "({item})")?;
+    }
+    Ok(())
+}
+
 /// Glob match of `text` against `pieces[0] * pieces[1] * ... * pieces[n-1]`.
 fn wildcard_match(pieces: &[String], text: &str) -> bool {
     let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {

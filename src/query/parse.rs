@@ -508,3 +508,22 @@ and not aws.cloudtrail.user_identity.type: "AssumedRole""#;
         assert!(parse("a:").is_err());
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use super::parse;
+
+    #[test]
+    fn print_then_parse_gives_the_same_tree() {
+        for q in [
+            r#"event.dataset: "aws.cloudtrail" and not a.b: "x\"y" or c: (d or e* and not "f g")"#,
+            r#"a: *x\:y\ z* and b: "\\" and c: "line\nbreak""#,
+            "a: * or not (b: 1 and c: true)",
+            r#"\not: x and a\:b: y and c: \or*"#,
+        ] {
+            let e = parse(q).unwrap();
+            let printed = e.to_string();
+            assert_eq!(parse(&printed).unwrap(), e, "{q} printed as {printed}");
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The record path: any bytes, in every output mode. Properties: no panic; the counters
+//! add up; an error leaves the table as it was; the detector still works afterwards; the
+//! table survives a snapshot round trip.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use newterms::{Detector, Output};
+
+const PROBE: &[u8] = br#"{"eventTime":"2100-01-01T00:00:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/fuzz-probe"}}"#;
+
+fuzz_target!(|data: &[u8]| {
+    for output in ["alert", "passthrough", "annotate"] {
+        let mut d =
+            Detector::from_config("", &format!("output = \"{output}\"\nmax_terms = 8")).unwrap();
+        let before = d.snapshot();
+        let mut errors = 0;
+        d.process(data, &mut |o| {
+            if let Output::Error(_) = o {
+                errors += 1;
+            }
+        });
+        let s = d.stats();
+        let parts =
+            s.prefiltered + s.unmatched + s.no_term + s.suppressed + s.alerted + s.error_total();
+        assert_eq!(
+            parts, s.records,
+            "counters must partition the records: {s:?}"
+        );
+        if s.records == s.error_total() && s.records > 0 {
+            assert_eq!(
+                d.snapshot(),
+                before,
+                "errors alone must not change the table"
+            );
+        }
+        assert!(errors as u64 >= s.error_total());
+        let snap = d.snapshot();
+        let restored =
+            Detector::restore("", &format!("output = \"{output}\"\nmax_terms = 8"), &snap).unwrap();
+        assert_eq!(restored.snapshot(), snap);
+        let mut alerted = false;
+        d.process(PROBE, &mut |o| alerted |= matches!(o, Output::Emit(_)));
+        assert!(alerted, "the detector must still work after any input");
+    }
+});
