@@ -28,7 +28,7 @@ mod stats;
 mod terms;
 pub mod time;
 
-#[cfg(any(feature = "component", feature = "fluentbit"))]
+#[cfg(any(feature = "component", feature = "fluentbit", feature = "js"))]
 mod frontend;
 
 pub use alert::{render as render_alert, AlertFacts};

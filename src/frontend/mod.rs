@@ -5,3 +5,6 @@ mod component;
 
 #[cfg(feature = "fluentbit")]
 mod fluentbit;
+
+#[cfg(feature = "js")]
+mod js;

@@ -283,6 +283,83 @@ fn contract_table() {
         failures.len(),
         failures.join("\n")
     );
+    export_for_js(&cases);
+}
+
+/// Writes every case with the core's answers to `target/contract-cases.json`, so the
+/// JavaScript package and the component under jco are held to the same bytes
+/// (`host-test/js/`).
+fn export_for_js(cases: &[Case]) {
+    let mut out = Vec::new();
+    for case in cases {
+        let settings: toml::Table = case.settings.parse().expect("settings TOML");
+        let native = run(Backend::Native, case);
+        let (outputs, stats, config_error) = match &native {
+            Ok((outs, stats)) => (
+                outs.iter()
+                    .map(|per| {
+                        per.iter()
+                            .map(|o| match o {
+                                Out::Emit(s) => serde_json::json!({ "emit": s }),
+                                Out::Error { kind, message } => {
+                                    serde_json::json!({ "error": { "kind": kind, "message": message } })
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>(),
+                stats.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Default::default(), Some(e.key.clone().unwrap_or_default())),
+        };
+        out.push(serde_json::json!({
+            "name": case.name,
+            "rule": rule_text(case),
+            "settings": settings,
+            "settings_toml": case.settings,
+            "inputs": case.inputs.iter().map(|i| base64(&i.bytes())).collect::<Vec<_>>(),
+            "utf8": case.inputs.iter().all(|i| matches!(i, Input::Text(_))),
+            "outputs": outputs,
+            "stats": stats,
+            "config_error": config_error,
+        }));
+    }
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/contract-cases.json");
+    let text = serde_json::to_string_pretty(&out).expect("JSON");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Standard base64, for bytes in JSON.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_known_vectors() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foob"), "Zm9vYg==");
 }
 
 /// The Fluent Bit module answers one record per call and carries errors in the record,

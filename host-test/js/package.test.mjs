@@ -1,0 +1,112 @@
+// The npm package (wasm-bindgen): the contract table gives the core's answers, real data
+// gives the command's alerts, and snapshots cross between Node and wasmtime.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { execFileSync } from "node:child_process";
+import { createRequire } from "node:module";
+import { target, shared, cli } from "./paths.mjs";
+
+const require = createRequire(import.meta.url);
+const { Detector } = require(path.join(target, "js", "pkg", "newterms.js"));
+const cases = JSON.parse(fs.readFileSync(path.join(target, "contract-cases.json"), "utf8"));
+
+test("the contract table gives the core's outputs and statistics", () => {
+  let ran = 0;
+  for (const c of cases) {
+    if (c.config_error !== null) {
+      assert.throws(() => new Detector(c.rule, c.settings), (e) => {
+        assert.equal(e.kind, "config", c.name);
+        assert.equal(e.key ?? "", c.config_error, c.name);
+        return true;
+      });
+      continue;
+    }
+    // JavaScript strings cannot carry invalid UTF-8: those cases are the core's alone.
+    if (!c.utf8) continue;
+    ran++;
+    const d = new Detector(c.rule, c.settings);
+    c.inputs.forEach((b64, i) => {
+      const got = d.process(Buffer.from(b64, "base64").toString("utf8"));
+      const want = c.outputs[i].map((o) => (o.emit !== undefined ? { record: JSON.parse(o.emit) } : { error: o.error }));
+      assert.deepStrictEqual(got, want, `${c.name}, input ${i}`);
+    });
+    assert.deepStrictEqual(d.stats(), c.stats, c.name);
+  }
+  assert.ok(ran >= 40, `only ${ran} cases ran`);
+});
+
+test("a bad record never throws away the batch", () => {
+  const d = new Detector();
+  const good = { eventTime: "2026-01-01T00:00:00Z", eventSource: "sts.amazonaws.com", eventName: "GetCallerIdentity", userIdentity: { type: "IAMUser", arn: "arn:aws:iam::1:user/a" } };
+  const out = d.processBatch(["[1]", good, '{"eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity",']);
+  assert.deepStrictEqual(out.map((o) => [o.input, o.error?.kind ?? "record"]), [[0, "not-object"], [1, "record"], [2, "invalid-json"]]);
+  assert.throws(() => d.process(42), /string or a plain object/);
+});
+
+function files(dir) {
+  const d = path.join(shared, "cloudtrail", dir);
+  return fs.readdirSync(d).filter((f) => f.endsWith(".json")).sort().map((f) => path.join(d, f));
+}
+
+function cliAlerts(paths, extra = []) {
+  const out = execFileSync(cli, ["run", ...extra, ...paths], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+  return out.split("\n").filter(Boolean).map((l) => JSON.parse(l)["kibana.alert.uuid"]);
+}
+
+for (const [dir, count] of [["invictus-ir", 1], ["stratus-red-team", 2]]) {
+  test(`${dir} gives the same alerts as the newterms command`, () => {
+    const paths = files(dir);
+    const d = new Detector();
+    const uuids = [];
+    for (const p of paths) {
+      for (const o of d.process(fs.readFileSync(p, "utf8"))) {
+        assert.ok(o.record, JSON.stringify(o.error));
+        uuids.push(o.record["kibana.alert.uuid"]);
+      }
+    }
+    assert.equal(uuids.length, count);
+    assert.deepStrictEqual(uuids, cliAlerts(paths));
+  });
+}
+
+test("a snapshot taken in Node restores in wasmtime, and the other way round", () => {
+  const paths = files("invictus-ir");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "newterms-js-"));
+  const d = new Detector();
+  for (const p of paths) d.process(fs.readFileSync(p, "utf8"));
+  const fromNode = path.join(dir, "node.state");
+  fs.writeFileSync(fromNode, d.snapshot());
+  assert.deepStrictEqual(cliAlerts(paths, ["--state", fromNode]), [], "wasmtime restored Node's table");
+
+  const fromCli = path.join(dir, "cli.state");
+  assert.equal(cliAlerts(paths, ["--state", fromCli]).length, 1);
+  const restored = Detector.restore(undefined, fs.readFileSync(fromCli));
+  for (const p of paths) assert.deepStrictEqual(restored.process(fs.readFileSync(p, "utf8")), [], "Node restored wasmtime's table");
+  assert.deepStrictEqual(Buffer.from(restored.snapshot()), fs.readFileSync(fromCli), "the same bytes in both builds");
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("npm pack gives an installable package, and the example streams alerts with it", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "newterms-pack-"));
+  const tgz = execFileSync("npm", ["pack", path.join(target, "js", "pkg"), "--pack-destination", dir, "--silent"], { cwd: dir })
+    .toString()
+    .trim()
+    .split("\n")
+    .pop();
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--offline", "--prefix", dir, path.join(dir, tgz)], { stdio: "ignore" });
+  const example = path.join(target, "..", "examples", "node", "alerts.mjs");
+  const sample = path.join(target, "..", "examples", "data", "cloudtrail-sample.ndjson");
+  const env = { ...process.env, NODE_PATH: path.join(dir, "node_modules") };
+  delete env.NEWTERMS_PKG;
+  const out = execFileSync("node", [example], { input: fs.readFileSync(sample), env, stdio: ["pipe", "pipe", "ignore"] }).toString();
+  const terms = out.split("\n").filter(Boolean).map((l) => JSON.parse(l)["kibana.alert.new_terms"][0]);
+  assert.deepStrictEqual(terms, [
+    "arn:aws:iam::111122223333:user/alice",
+    "arn:aws:iam::111122223333:user/bob",
+    "arn:aws:sts::111122223333:federated-user/ci-bot",
+  ]);
+  fs.rmSync(dir, { recursive: true });
+});
