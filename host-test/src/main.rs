@@ -40,6 +40,7 @@ Options:
   --state FILE                keep the term table in FILE: read at start when present,
                               written atomically at the end and every --state-every records
   --state-every N             records between state writes (default 100000)
+  --state-every-seconds N     and seconds between them (default 60)
   --state-reset               start with an empty table even if FILE does not restore
   --max-guest-memory BYTES    the most memory the guest may use (default: from the rule's
                               max_table_bytes, at least 256 MiB)
@@ -60,6 +61,7 @@ struct RunArgs {
     files: Vec<String>,
     state: Option<PathBuf>,
     state_every: u64,
+    state_every_seconds: u64,
     state_reset: bool,
     max_guest_memory: Option<usize>,
     max_call_seconds: Option<u64>,
@@ -136,6 +138,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         files: Vec::new(),
         state: None,
         state_every: 100_000,
+        state_every_seconds: 60,
         state_reset: false,
         max_guest_memory: None,
         max_call_seconds: None,
@@ -176,6 +179,10 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
                 a.state_every = number(&value("--state-every")?, "--state-every")?.max(1)
             }
             "--state-reset" => a.state_reset = true,
+            "--state-every-seconds" => {
+                a.state_every_seconds =
+                    number(&value("--state-every-seconds")?, "--state-every-seconds")?
+            }
             "--max-guest-memory" => {
                 a.max_guest_memory =
                     Some(number(&value("--max-guest-memory")?, "--max-guest-memory")? as usize)
@@ -287,7 +294,9 @@ impl ErrorSink {
 struct StateFile {
     path: PathBuf,
     every: u64,
+    every_seconds: u64,
     since_save: u64,
+    saved_at: std::time::Instant,
 }
 
 impl StateFile {
@@ -308,7 +317,13 @@ impl StateFile {
         };
         write().with_context(|| format!("writing state to {}", self.path.display()))?;
         self.since_save = 0;
+        self.saved_at = std::time::Instant::now();
         Ok(())
+    }
+
+    /// Whether enough records or (wall-clock) seconds have passed since the last write.
+    fn due(&self) -> bool {
+        self.since_save >= self.every || self.saved_at.elapsed().as_secs() >= self.every_seconds
     }
 }
 
@@ -381,7 +396,7 @@ impl Runner<'_> {
         self.out.flush()?;
         if let Some(state) = &mut self.state {
             state.since_save += inputs.len() as u64;
-            if state.since_save >= state.every {
+            if state.due() {
                 state.save(&mut self.session)?;
             }
         }
@@ -533,7 +548,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         state: args.state.as_ref().map(|p| StateFile {
             path: p.clone(),
             every: args.state_every,
+            every_seconds: args.state_every_seconds,
             since_save: 0,
+            saved_at: std::time::Instant::now(),
         }),
     };
     for f in &args.files {
