@@ -39,6 +39,9 @@ pub struct Detector {
     term_fields: Vec<FieldId>,
     time_fields: Vec<FieldId>,
     event_id: FieldId,
+    /// The exception items, compiled; and how many records each excepted.
+    exceptions: Vec<(String, query::Node)>,
+    excepted_by: Vec<u64>,
     terms: TermTable,
     stats: Stats,
     /// The key of the current term, reused between records.
@@ -117,6 +120,21 @@ impl Detector {
             time_fields.push(ts);
         }
         let event_id = b.field("event.id").map_err(too_many)?;
+        let exceptions = rule
+            .settings
+            .exceptions
+            .iter()
+            .map(|item| {
+                item.condition
+                    .compile(&mut b)
+                    .map(|node| (item.id.clone(), node))
+                    .map_err(|error| RuleError::Key {
+                        key: format!("exception {}", item.id),
+                        message: error.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let excepted_by = vec![0; exceptions.len()];
         let layout = b.build().map_err(too_many)?;
         let prefilter = query.prefilter(&layout);
         let terms = TermTable::new(TermLimits {
@@ -133,6 +151,8 @@ impl Detector {
             term_fields,
             time_fields,
             event_id,
+            exceptions,
+            excepted_by,
             terms,
             stats: Stats::default(),
             key: Vec::new(),
@@ -155,6 +175,15 @@ impl Detector {
 
     pub fn terms(&self) -> &TermTable {
         &self.terms
+    }
+
+    /// How many records each exception item excepted: `(item id, count)`.
+    pub fn exception_counts(&self) -> Vec<(String, u64)> {
+        self.exceptions
+            .iter()
+            .zip(&self.excepted_by)
+            .map(|((id, _), n)| (id.clone(), *n))
+            .collect()
     }
 
     pub fn stats(&self) -> Stats {
@@ -330,6 +359,23 @@ impl Detector {
         if !self.query.matches(view, &self.layout)? {
             self.stats.records += 1;
             self.stats.unmatched += 1;
+            if annotate {
+                self.pass(text, None, sink);
+            }
+            return Ok(());
+        }
+        // An exception item that holds takes the record out of the rule altogether.
+        let mut excepted = None;
+        for (i, (_, node)) in self.exceptions.iter().enumerate() {
+            if node.eval(view, &self.layout)? {
+                excepted = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = excepted {
+            self.stats.records += 1;
+            self.stats.excepted += 1;
+            self.excepted_by[i] += 1;
             if annotate {
                 self.pass(text, None, sink);
             }

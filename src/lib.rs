@@ -20,6 +20,7 @@
 mod alert;
 mod engine;
 mod error;
+pub mod exceptions;
 pub mod query;
 mod record;
 mod rule;

@@ -60,6 +60,7 @@ const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
     ("user.name", CloudTrail::Path("userIdentity.userName")),
     ("user_agent.original", CloudTrail::Path("userAgent")),
     ("source.address", CloudTrail::Path("sourceIPAddress")),
+    ("source.ip", CloudTrail::Path("sourceIPAddress")),
     ("cloud.region", CloudTrail::Path("awsRegion")),
     (
         "cloud.account.id",

@@ -12,6 +12,7 @@ use std::fmt;
 
 use toml::{Table, Value};
 
+use crate::exceptions::{parse_kibana_export, Condition, ExceptionItem};
 use crate::query::QueryError;
 use crate::time::{self, Nanos, NANOS_PER_DAY};
 
@@ -147,6 +148,9 @@ pub struct Settings {
     pub state_every_records: u64,
     /// `state_every_seconds`: record-time seconds between state writes (default 60).
     pub state_every_seconds: u64,
+    /// `exceptions` (KQL conditions) and `kibana_exceptions` (Kibana exception-list
+    /// exports, NDJSON text): a record matching any item does not match the rule.
+    pub exceptions: Vec<ExceptionItem>,
 }
 
 impl Default for Settings {
@@ -161,6 +165,7 @@ impl Default for Settings {
             state_file: None,
             state_every_records: 10_000,
             state_every_seconds: 60,
+            exceptions: Vec::new(),
         }
     }
 }
@@ -171,6 +176,12 @@ const SETTING_KEYS: &[&str] = &[
     "max_table_bytes",
     "allowed_lateness",
     "max_record_bytes",
+    "on_error",
+    "state_file",
+    "state_every_records",
+    "state_every_seconds",
+    "exceptions",
+    "kibana_exceptions",
 ];
 
 impl Settings {
@@ -205,6 +216,24 @@ impl Settings {
                         .ok_or_else(|| RuleError::key(&key, "expected a file path"))?;
                     self.state_file = Some(s.to_owned());
                 }
+                "exceptions" => {
+                    for (i, text) in strings(v, &key)?.into_iter().enumerate() {
+                        crate::query::parse(text)
+                            .map_err(|e| RuleError::key(format!("{key}[{i}]"), e.to_string()))?;
+                        self.exceptions.push(ExceptionItem {
+                            id: format!("{key}[{i}]"),
+                            name: text.to_owned(),
+                            condition: Condition::Kql(text.to_owned()),
+                        });
+                    }
+                }
+                "kibana_exceptions" => {
+                    for (i, text) in strings(v, &key)?.into_iter().enumerate() {
+                        let items = parse_kibana_export(text)
+                            .map_err(|e| RuleError::key(format!("{key}[{i}]"), e.to_string()))?;
+                        self.exceptions.extend(items);
+                    }
+                }
                 "state_every_records" => self.state_every_records = positive(v, &key)? as u64,
                 "state_every_seconds" => self.state_every_seconds = positive(v, &key)? as u64,
                 "max_terms" => self.max_terms = positive(v, &key)?,
@@ -231,6 +260,12 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+fn strings<'v>(v: &'v Value, key: &str) -> Result<Vec<&'v str>, RuleError> {
+    v.as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| RuleError::key(key, "expected an array of strings"))
 }
 
 fn positive(v: &Value, key: &str) -> Result<usize, RuleError> {

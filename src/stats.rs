@@ -3,8 +3,8 @@
 use crate::error::ErrorKind;
 
 /// Counters since the detector was created. Every record is counted in `records` and in
-/// exactly one of `prefiltered`, `unmatched`, `no_term`, `suppressed`, `alerted` or
-/// `errors`; `alerts` counts new terms (a record may carry several), `late` counts matched
+/// exactly one of `prefiltered`, `unmatched`, `excepted`, `no_term`, `suppressed`,
+/// `alerted` or `errors`; `alerts` counts new terms (a record may carry several), `late` counts matched
 /// records older than the newest time by more than the allowed lateness.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -15,7 +15,9 @@ pub struct Stats {
     pub prefiltered: u64,
     /// Records parsed that do not match the query.
     pub unmatched: u64,
-    /// Records that match the query.
+    /// Records that match the query but also an exception item (treated as not matching).
+    pub excepted: u64,
+    /// Records that match the query (and no exception).
     pub matched: u64,
     /// Matched records without a value in a new-terms field (they leave no state).
     pub no_term: u64,
@@ -56,6 +58,7 @@ impl Stats {
             ("records", self.records),
             ("prefiltered", self.prefiltered),
             ("unmatched", self.unmatched),
+            ("excepted", self.excepted),
             ("matched", self.matched),
             ("no_term", self.no_term),
             ("suppressed", self.suppressed),

@@ -20,8 +20,13 @@ fuzz_target!(|data: &[u8]| {
             }
         });
         let s = d.stats();
-        let parts =
-            s.prefiltered + s.unmatched + s.no_term + s.suppressed + s.alerted + s.error_total();
+        let parts = s.prefiltered
+            + s.unmatched
+            + s.excepted
+            + s.no_term
+            + s.suppressed
+            + s.alerted
+            + s.error_total();
         assert_eq!(
             parts, s.records,
             "counters must partition the records: {s:?}"

@@ -73,6 +73,13 @@ impl FluentBitModule {
             .instantiate(&mut store, &self.module)
             .map_err(anyhow::Error::from)
             .context("instantiating the Fluent Bit module")?;
+        // A WASI reactor's constructors run once, before any other call (as WAMR does).
+        if let Some(init) = instance.get_func(&mut store, "_initialize") {
+            init.typed::<(), ()>(&store)
+                .and_then(|f| f.call(&mut store, ()))
+                .map_err(anyhow::Error::from)
+                .context("running the module's _initialize")?;
+        }
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| anyhow!("the module exports no memory"))?;

@@ -272,6 +272,15 @@ impl Session {
             .map_err(anyhow::Error::from)
     }
 
+    pub fn exception_counts(&mut self) -> Result<Vec<(String, u64)>> {
+        self.arm();
+        self.api
+            .newterms_detector_detect()
+            .detector()
+            .call_exception_counts(&mut self.store, self.detector)
+            .map_err(anyhow::Error::from)
+    }
+
     pub fn stats(&mut self) -> Result<Stats> {
         self.arm();
         self.api
@@ -432,6 +441,7 @@ impl Stats {
             ("records", self.records),
             ("prefiltered", self.prefiltered),
             ("unmatched", self.unmatched),
+            ("excepted", self.excepted),
             ("matched", self.matched),
             ("no_term", self.no_term),
             ("suppressed", self.suppressed),

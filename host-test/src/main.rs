@@ -33,6 +33,8 @@ Options:
   --max-terms N               most terms held (default 100000)
   --allowed-lateness DUR      e.g. 1h (default), 30m
   --max-record-bytes N        larger records are errors (default 1048576)
+  --exceptions FILE           a Kibana exception-list export (NDJSON) for the rule;
+                              repeatable. Matching records do not count for the rule.
   --errors FILE               write per-record errors as NDJSON to FILE (default: a count
                               and the first error on stderr)
   --component FILE            run this component instead of the built-in one
@@ -63,6 +65,7 @@ struct RunArgs {
     state_every: u64,
     state_every_seconds: u64,
     state_reset: bool,
+    exceptions: Vec<PathBuf>,
     max_guest_memory: Option<usize>,
     max_call_seconds: Option<u64>,
 }
@@ -140,6 +143,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         state_every: 100_000,
         state_every_seconds: 60,
         state_reset: false,
+        exceptions: Vec::new(),
         max_guest_memory: None,
         max_call_seconds: None,
     };
@@ -172,6 +176,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
                 number(&value("--max-record-bytes")?, "--max-record-bytes")?
             )),
             "--errors" => a.errors = Some(value("--errors")?.into()),
+            "--exceptions" => a.exceptions.push(value("--exceptions")?.into()),
             "--component" => a.component = Some(value("--component")?.into()),
             "--batch" => a.batch = number(&value("--batch")?, "--batch")?.max(1) as usize,
             "--state" => a.state = Some(value("--state")?.into()),
@@ -230,19 +235,62 @@ fn read_rule(path: Option<&PathBuf>) -> Result<String> {
     }
 }
 
+/// `kibana_exceptions = [...]` for the given export files (settings TOML).
+fn exception_settings(files: &[PathBuf]) -> Result<String> {
+    if files.is_empty() {
+        return Ok(String::new());
+    }
+    let texts = files
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| serde_json::Value::String(t).to_string())
+                .with_context(|| format!("reading exceptions {}", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(format!("\nkibana_exceptions = [{}]\n", texts.join(", ")))
+}
+
 fn check_rule(args: &[String]) -> Result<ExitCode> {
-    let [path] = args else {
-        return Err(usage("usage: newterms check-rule FILE"));
-    };
-    if path == "--help" || path == "-h" {
-        println!("Usage: newterms check-rule FILE\n\nLoads the rule file as `newterms run --rule FILE` would and says whether it loads.");
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "Usage: newterms check-rule FILE [--exceptions FILE]...\n\n\
+             Loads the rule file (and exception exports) as `newterms run` would, says whether it \
+             loads, and lists its exception items."
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut path = None;
+    let mut exceptions = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--exceptions" => exceptions.push(PathBuf::from(
+                it.next()
+                    .ok_or_else(|| usage("--exceptions needs a value"))?,
+            )),
+            other if path.is_none() && !other.starts_with('-') => path = Some(other.to_owned()),
+            other => return Err(usage(format!("check-rule: unexpected `{other}`"))),
+        }
+    }
+    let Some(path) = path else {
+        return Err(usage(
+            "usage: newterms check-rule FILE [--exceptions FILE]...",
+        ));
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let settings = exception_settings(&exceptions)?;
     let rt = Runtime::embedded()?;
-    match Session::open(&rt, &text, "")? {
+    match Session::open(&rt, &text, &settings)? {
         Ok(_) => {
-            println!("{path}: ok");
+            // The same parse the guest made, natively, to list what it loaded.
+            let rule =
+                newterms::Rule::parse(&text, &settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{path}: ok: {} ({})", rule.name, rule.rule_id);
+            for item in &rule.settings.exceptions {
+                println!("  exception {}: {}", item.id, item.name);
+            }
+            println!("  {} exception items", rule.settings.exceptions.len());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -491,7 +539,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let rule = read_rule(args.rule.as_ref())?;
     let rt = runtime(args.component.as_ref())?;
-    let settings = args.settings.join("\n");
+    let mut settings = args.settings.join("\n");
+    settings.push_str(&exception_settings(&args.exceptions)?);
     let previous = match &args.state {
         Some(p) if !args.state_reset => match std::fs::read(p) {
             Ok(bytes) => Some(bytes),

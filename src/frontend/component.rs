@@ -69,6 +69,7 @@ impl From<Stats> for wit::Stats {
             records: s.records,
             prefiltered: s.prefiltered,
             unmatched: s.unmatched,
+            excepted: s.excepted,
             matched: s.matched,
             no_term: s.no_term,
             suppressed: s.suppressed,
@@ -144,6 +145,10 @@ impl wit::GuestDetector for DetectorResource {
                 })
             });
         out
+    }
+
+    fn exception_counts(&self) -> Vec<(String, u64)> {
+        self.inner.borrow().exception_counts()
     }
 
     fn stats(&self) -> wit::Stats {

@@ -20,6 +20,12 @@ use crate::{with_error_field, Detector, Output};
 /// directories Fluent Bit's `Accessible_Paths` opens.
 pub const RULE_PATHS: [&str; 2] = ["/etc/newterms/rule.toml", "newterms/rule.toml"];
 
+/// Kibana exception-list exports applied to the rule, when present.
+pub const EXCEPTION_PATHS: [&str; 2] = [
+    "/etc/newterms/exceptions.ndjson",
+    "newterms/exceptions.ndjson",
+];
+
 enum State {
     Ready(Box<Detector>),
     /// The rule file exists but does not load: every record passes with the reason.
@@ -78,6 +84,13 @@ struct Filter {
 
 static FILTER: Mutex<Option<Filter>> = Mutex::new(None);
 
+/// Whether a read failed because the file is not there: not found, or outside every
+/// directory Fluent Bit made accessible (WASI's ENOTCAPABLE, 76, which older wasi-libc
+/// gives for a relative path when `.` is not accessible).
+fn absent(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(76)
+}
+
 fn load() -> Filter {
     let mut source = "the built-in rule".to_owned();
     let mut text = String::new();
@@ -88,14 +101,27 @@ fn load() -> Filter {
                 text = t;
                 break;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if absent(&e) => continue,
             Err(e) => {
                 let msg = format!("cannot read {path}: {e}");
                 return failed(msg);
             }
         }
     }
-    match Detector::from_config(&text, "") {
+    let mut overrides = String::new();
+    for path in EXCEPTION_PATHS {
+        match std::fs::read_to_string(path) {
+            Ok(t) => {
+                let quoted = serde_json::Value::String(t).to_string();
+                overrides = format!("kibana_exceptions = [{quoted}]");
+                source = format!("{source} with exceptions {path}");
+                break;
+            }
+            Err(e) if absent(&e) => continue,
+            Err(e) => return failed(format!("cannot read {path}: {e}")),
+        }
+    }
+    match Detector::from_config(&text, &overrides) {
         Ok(d) => {
             eprintln!(
                 "[newterms] loaded {source}: rule {} ({})",
@@ -111,7 +137,7 @@ fn load() -> Filter {
                 saved_at: None,
             });
             let d = match &file {
-                Some(f) => restore(d, &text, &f.path),
+                Some(f) => restore(d, &text, &overrides, &f.path),
                 None => d,
             };
             Filter {
@@ -130,16 +156,16 @@ fn load() -> Filter {
 /// The detector with the table saved at `path`, if there is one. A file that does not
 /// restore is moved aside to `<path>.bad` (kept for inspection, never overwritten by the
 /// next save) and the detector starts empty: records keep flowing.
-fn restore(fresh: Detector, rule_text: &str, path: &str) -> Detector {
+fn restore(fresh: Detector, rule_text: &str, overrides: &str, path: &str) -> Detector {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return fresh,
+        Err(e) if absent(&e) => return fresh,
         Err(e) => {
             eprintln!("[newterms] cannot read state {path}: {e}; starting with an empty table");
             return fresh;
         }
     };
-    match Detector::restore(rule_text, "", &bytes) {
+    match Detector::restore(rule_text, overrides, &bytes) {
         Ok(d) => {
             eprintln!("[newterms] restored {} terms from {path}", d.terms().len());
             d
@@ -279,6 +305,12 @@ pub extern "C" fn newterms_stats() -> *const u8 {
             for (k, v) in d.stats().fields() {
                 doc.insert(k, v.into());
             }
+            let by: serde_json::Map<String, serde_json::Value> = d
+                .exception_counts()
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+            doc.insert("excepted_by".into(), by.into());
         }
         State::Failed(msg) => {
             doc.insert("config_error".into(), msg.as_str().into());
@@ -292,4 +324,157 @@ pub extern "C" fn newterms_stats() -> *const u8 {
         .extend_from_slice(serde_json::Value::Object(doc).to_string().as_bytes());
     filter.out.push(0);
     filter.out.as_ptr()
+}
+
+/// The module's allocator (wasm builds only: natively these symbols would replace the C
+/// library's own).
+///
+/// Fluent Bit allocates its copies of the tag and record with the module's exported
+/// `malloc` and releases them with `free`; Rust allocates through its global allocator.
+/// Both go to one allocator of ours (dlmalloc over the module's memory): the exported
+/// functions are backed by the Rust allocator, whatever C library the module is linked
+/// with, and the C library's own allocator is never linked in.
+#[cfg(target_family = "wasm")]
+mod allocator {
+    use std::alloc::Layout;
+
+    #[global_allocator]
+    static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+    /// Every C block starts this far after its allocation; the two words before the block
+    /// hold the allocation's size and alignment.
+    const MIN_ALIGN: usize = 16;
+
+    /// A C block of `size` bytes aligned to `align` (at least 16).
+    fn c_alloc(size: usize, align: usize) -> *mut u8 {
+        let align = align.max(MIN_ALIGN);
+        let Some(total) = size.checked_add(align) else {
+            return std::ptr::null_mut();
+        };
+        let Ok(layout) = Layout::from_size_align(total, align) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: the layout has a non-zero size (at least `align`).
+        let base = unsafe { std::alloc::alloc(layout) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: `align` >= 16 bytes lie before the block, inside the allocation.
+        unsafe {
+            let block = base.add(align);
+            (block.sub(16) as *mut usize).write_unaligned(total);
+            (block.sub(8) as *mut usize).write_unaligned(align);
+            block
+        }
+    }
+
+    /// The allocation a C block came from: (base, layout).
+    ///
+    /// # Safety
+    /// `block` must come from [`c_alloc`] and not have been freed.
+    unsafe fn c_allocation(block: *mut u8) -> (*mut u8, Layout) {
+        unsafe {
+            let total = (block.sub(16) as *const usize).read_unaligned();
+            let align = (block.sub(8) as *const usize).read_unaligned();
+            (
+                block.sub(align),
+                Layout::from_size_align_unchecked(total, align),
+            )
+        }
+    }
+
+    /// C `malloc`, exported for Fluent Bit.
+    #[no_mangle]
+    pub extern "C" fn malloc(size: usize) -> *mut u8 {
+        c_alloc(size, MIN_ALIGN)
+    }
+
+    /// C `free`, exported for Fluent Bit; a null pointer is ignored.
+    ///
+    /// # Safety
+    /// `block` must be null or come from this module's `malloc` family, freed once.
+    #[no_mangle]
+    pub unsafe extern "C" fn free(block: *mut u8) {
+        if block.is_null() {
+            return;
+        }
+        unsafe {
+            let (base, layout) = c_allocation(block);
+            std::alloc::dealloc(base, layout);
+        }
+    }
+
+    /// C `calloc`.
+    #[no_mangle]
+    pub extern "C" fn calloc(count: usize, size: usize) -> *mut u8 {
+        let Some(bytes) = count.checked_mul(size) else {
+            return std::ptr::null_mut();
+        };
+        let block = c_alloc(bytes, MIN_ALIGN);
+        if !block.is_null() {
+            // SAFETY: the block has `bytes` writable bytes.
+            unsafe { block.write_bytes(0, bytes) };
+        }
+        block
+    }
+
+    /// C `realloc`.
+    ///
+    /// # Safety
+    /// As [`free`] for `block`.
+    #[no_mangle]
+    pub unsafe extern "C" fn realloc(block: *mut u8, size: usize) -> *mut u8 {
+        if block.is_null() {
+            return c_alloc(size, MIN_ALIGN);
+        }
+        let fresh = c_alloc(size, MIN_ALIGN);
+        if !fresh.is_null() {
+            unsafe {
+                let (_, layout) = c_allocation(block);
+                let old = layout.size() - layout.align();
+                fresh.copy_from_nonoverlapping(block, old.min(size));
+                free(block);
+            }
+        }
+        fresh
+    }
+
+    /// C `aligned_alloc`.
+    #[no_mangle]
+    pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+        if !align.is_power_of_two() {
+            return std::ptr::null_mut();
+        }
+        c_alloc(size, align)
+    }
+
+    /// C `posix_memalign`: 0, or WASI's ENOMEM (48) / EINVAL (28).
+    ///
+    /// # Safety
+    /// `out` must be writable.
+    #[no_mangle]
+    pub unsafe extern "C" fn posix_memalign(out: *mut *mut u8, align: usize, size: usize) -> i32 {
+        if !align.is_power_of_two() || align < std::mem::size_of::<usize>() {
+            return 28;
+        }
+        let block = c_alloc(size, align);
+        if block.is_null() {
+            return 48;
+        }
+        unsafe { out.write(block) };
+        0
+    }
+
+    /// C `malloc_usable_size`.
+    ///
+    /// # Safety
+    /// As [`free`].
+    #[no_mangle]
+    pub unsafe extern "C" fn malloc_usable_size(block: *mut u8) -> usize {
+        if block.is_null() {
+            return 0;
+        }
+        let (_, layout) = unsafe { c_allocation(block) };
+        layout.size() - layout.align()
+    }
 }

@@ -26,6 +26,10 @@ export interface Options {
   max_table_bytes?: number;
   allowed_lateness?: string;
   max_record_bytes?: number;
+  /** KQL conditions: a record matching any is treated as not matching the rule. */
+  exceptions?: string[];
+  /** Kibana exception-list exports (NDJSON text). */
+  kibana_exceptions?: string[];
 }
 /** What was wrong with one record. */
 export interface RecordError { kind: string; message: string }
@@ -67,9 +71,15 @@ fn settings(options: &JsValue) -> Result<String, JsValue> {
             serde_json::Value::String(_)
             | serde_json::Value::Number(_)
             | serde_json::Value::Bool(_) => toml.push_str(&format!("{key} = {v}\n")),
+            // An array of strings (`exceptions`, `kibana_exceptions`) is valid TOML too.
+            serde_json::Value::Array(ref items)
+                if items.iter().all(serde_json::Value::is_string) =>
+            {
+                toml.push_str(&format!("{key} = {v}\n"))
+            }
             _ => {
                 return Err(usage_error(&format!(
-                    "option {key}: expected a string, number or boolean"
+                    "option {key}: expected a string, number, boolean or array of strings"
                 )))
             }
         }
@@ -187,6 +197,16 @@ impl Detector {
     pub fn stats(&self) -> Object {
         let o = Object::new();
         for (k, v) in self.inner.stats().fields() {
+            let _ = Reflect::set(&o, &k.into(), &(v as f64).into());
+        }
+        o
+    }
+
+    /// How many records each exception item excepted, by item id.
+    #[wasm_bindgen(js_name = exceptionCounts, unchecked_return_type = "Record<string, number>")]
+    pub fn exception_counts(&self) -> Object {
+        let o = Object::new();
+        for (k, v) in self.inner.exception_counts() {
             let _ = Reflect::set(&o, &k.into(), &(v as f64).into());
         }
         o

@@ -12,8 +12,21 @@ pub enum Node {
     And(Vec<Node>),
     Or(Vec<Node>),
     Not(Box<Node>),
-    Match { field: FieldId, pattern: Pattern },
+    Match {
+        field: FieldId,
+        pattern: Pattern,
+    },
     Exists(FieldId),
+    /// A value matches a wildcard with `*` and `?` (exception entries).
+    Glob {
+        field: FieldId,
+        pattern: String,
+    },
+    /// A value is an IP address inside a network (exception entries on IP fields).
+    InNetwork {
+        field: FieldId,
+        net: crate::exceptions::Cidr,
+    },
 }
 
 pub(crate) fn compile(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
@@ -82,13 +95,29 @@ impl Node {
                 Field::Values(_) | Field::Object => Ok(true),
                 Field::Mismatch => Err(wrong_type(layout, *f, false)),
             },
-            Node::Match { field, pattern } => match view.get(layout, *field) {
-                Field::Absent => Ok(false),
-                Field::Values(values) => Ok(values.iter().any(|v| pattern.matches(&v.text()))),
-                Field::Object => Err(wrong_type(layout, *field, true)),
-                Field::Mismatch => Err(wrong_type(layout, *field, false)),
-            },
+            Node::Match { field, pattern } => {
+                any_value(view, layout, *field, |t| pattern.matches(t))
+            }
+            Node::Glob { field, pattern } => any_value(view, layout, *field, |t| {
+                crate::exceptions::glob(pattern, t)
+            }),
+            Node::InNetwork { field, net } => any_value(view, layout, *field, |t| net.contains(t)),
         }
+    }
+}
+
+/// Whether any value of `field` satisfies `test`; absent is false.
+fn any_value(
+    view: &RecordView<'_>,
+    layout: &Layout,
+    field: FieldId,
+    test: impl Fn(&str) -> bool,
+) -> Result<bool, RecordError> {
+    match view.get(layout, field) {
+        Field::Absent => Ok(false),
+        Field::Values(values) => Ok(values.iter().any(|v| test(&v.text()))),
+        Field::Object => Err(wrong_type(layout, field, true)),
+        Field::Mismatch => Err(wrong_type(layout, field, false)),
     }
 }
 

@@ -122,7 +122,7 @@ fn required(node: &Node, layout: &Layout) -> Vec<Vec<String>> {
                 vec![merged]
             }
         }
-        Node::Not(_) | Node::Exists(_) => Vec::new(),
+        Node::Not(_) | Node::Exists(_) | Node::Glob { .. } | Node::InNetwork { .. } => Vec::new(),
         Node::Match { field, pattern } => {
             if !verbatim_in_text(layout.field_name(*field)) {
                 return Vec::new();

@@ -12,7 +12,7 @@ pub use error::{QueryError, QueryErrorKind};
 pub use literal::Prefilter;
 pub use parse::parse;
 
-pub(crate) use compile::wrong_type;
+pub(crate) use compile::{compile as compile_expr, wrong_type};
 
 use crate::error::RecordError;
 use crate::record::{Layout, LayoutBuilder, RecordView};

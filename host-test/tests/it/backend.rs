@@ -316,7 +316,12 @@ impl Detect for FluentBitDetect {
         let doc = self.module.stats().expect("newterms_stats");
         let obj = doc.as_object().expect("stats object");
         obj.iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "extra_outputs_dropped" | "bad_calls"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "extra_outputs_dropped" | "bad_calls" | "excepted_by"
+                )
+            })
             .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
             .collect()
     }

@@ -226,3 +226,55 @@ fn the_host_refuses_an_oversized_line_before_the_guest() {
         "the guest never saw it: {stderr}"
     );
 }
+
+#[test]
+fn exceptions_on_the_command_line() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rule = root.join("examples/rules/aws-sts-getcalleridentity-first-time.toml");
+    let ua = root.join("examples/exceptions/automation-user-agents.ndjson");
+    let arn = root.join("examples/exceptions/automation-arn.ndjson");
+    let o = newterms(
+        &[
+            "check-rule",
+            rule.to_str().expect("path"),
+            "--exceptions",
+            ua.to_str().expect("path"),
+            "--exceptions",
+            arn.to_str().expect("path"),
+        ],
+        None,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("exception terraform: Terraform user agent")
+            && out.contains("4 exception items"),
+        "{out}"
+    );
+
+    let paths = files("cloudtrail/invictus-ir");
+    let mut args = vec!["run", "--exceptions", ua.to_str().expect("path")];
+    args.extend(paths.iter().map(|p| p.to_str().expect("path")));
+    let o = newterms(&args, None);
+    let lines = stdout_lines(&o);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["eventTime"], "2023-07-10T12:25:05Z");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("excepted=13"));
+
+    let bad = tmp("bad-exceptions.ndjson");
+    std::fs::write(
+        &bad,
+        "{\"list_id\":\"l\"}\n{\"item_id\":\"i\",\"entries\":[{\"field\":\"a\",\"type\":\"exists\",\"operator\":\"maybe\"}]}\n",
+    )
+    .expect("write");
+    let o = newterms(
+        &["run", "--exceptions", bad.to_str().expect("path")],
+        Some(b""),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("entries[0].operator"),
+        "{err}"
+    );
+}

@@ -26,6 +26,12 @@ struct Case {
     rule: Option<String>,
     #[serde(default)]
     settings: String,
+    /// KQL exception conditions, added to the settings as `exceptions`.
+    #[serde(default)]
+    exceptions: Vec<String>,
+    /// Kibana exception-list exports, added to the settings as `kibana_exceptions`.
+    #[serde(default)]
+    kibana_exceptions: Vec<String>,
     #[serde(default)]
     inputs: Vec<Input>,
     #[serde(default)]
@@ -90,11 +96,29 @@ fn rule_text(case: &Case) -> String {
     text + &case.rule_append
 }
 
+/// The case's settings, with its exceptions.
+fn settings_text(case: &Case) -> String {
+    let mut s = case.settings.clone();
+    for (key, list) in [
+        ("exceptions", &case.exceptions),
+        ("kibana_exceptions", &case.kibana_exceptions),
+    ] {
+        if !list.is_empty() {
+            let items: Vec<String> = list
+                .iter()
+                .map(|t| serde_json::Value::from(t.as_str()).to_string())
+                .collect();
+            s.push_str(&format!("\n{key} = [{}]\n", items.join(", ")));
+        }
+    }
+    s
+}
+
 /// Outputs (per input) and statistics of one back end, or its load error.
 type Run = Result<(Vec<Vec<Out>>, Vec<(String, u64)>), crate::backend::LoadError>;
 
 fn run(backend: Backend, case: &Case) -> Run {
-    let mut d = backend.open(&rule_text(case), &case.settings)?;
+    let mut d = backend.open(&rule_text(case), &settings_text(case))?;
     let inputs: Vec<Vec<u8>> = case.inputs.iter().map(Input::bytes).collect();
     let outs = d.run(&inputs);
     Ok((outs, d.stats()))
@@ -153,6 +177,7 @@ fn check(case: &Case, result: &Run, captures: &mut HashMap<String, String>) -> R
     let parts = [
         "prefiltered",
         "unmatched",
+        "excepted",
         "no_term",
         "suppressed",
         "alerted",
@@ -292,7 +317,7 @@ fn contract_table() {
 fn export_for_js(cases: &[Case]) {
     let mut out = Vec::new();
     for case in cases {
-        let settings: toml::Table = case.settings.parse().expect("settings TOML");
+        let settings: toml::Table = settings_text(case).parse().expect("settings TOML");
         let native = run(Backend::Native, case);
         let (outputs, stats, config_error) = match &native {
             Ok((outs, stats)) => (
@@ -317,7 +342,7 @@ fn export_for_js(cases: &[Case]) {
             "name": case.name,
             "rule": rule_text(case),
             "settings": settings,
-            "settings_toml": case.settings,
+            "settings_toml": settings_text(case),
             "inputs": case.inputs.iter().map(|i| base64(&i.bytes())).collect::<Vec<_>>(),
             "utf8": case.inputs.iter().all(|i| matches!(i, Input::Text(_))),
             "outputs": outputs,

@@ -177,3 +177,59 @@ fn panther_events_pass_and_the_one_without_an_arn_gives_no_alert() {
         assert_eq!(stat("records"), Some(4));
     }
 }
+
+/// The example exception export, as settings.
+fn terraform_exception() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/exceptions/automation-user-agents.ndjson");
+    let text = std::fs::read_to_string(path).expect("example exceptions");
+    format!("kibana_exceptions = [{}]", serde_json::Value::String(text))
+}
+
+#[test]
+fn invictus_ir_with_the_terraform_exception_alerts_on_the_first_other_call() {
+    let settings = terraform_exception();
+    let lines: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
+        .iter()
+        .flat_map(as_lines)
+        .collect();
+    for backend in ALL {
+        let mut d = backend.open("", &settings).expect("rule with exceptions");
+        let outs: Vec<Out> = d.run(&lines).into_iter().flatten().collect();
+        assert_eq!(outs.len(), 1, "[{}]", backend.name());
+        let Out::Emit(text) = &outs[0] else {
+            panic!("{outs:?}")
+        };
+        let doc: Value = serde_json::from_str(text).expect("alert");
+        assert_eq!(
+            doc["eventTime"],
+            "2023-07-10T12:25:05Z",
+            "[{}]",
+            backend.name()
+        );
+        assert!(doc["userAgent"]
+            .as_str()
+            .is_some_and(|u| !u.contains("Terraform")));
+        let stats = d.stats();
+        let stat = |k: &str| stats.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        assert_eq!(
+            stat("excepted"),
+            Some(13),
+            "[{}] the 13 Terraform calls",
+            backend.name()
+        );
+        assert_eq!(stat("matched"), Some(1));
+    }
+    // Per item: the Terraform item excepted all 13.
+    let mut native = newterms::Detector::from_config("", &settings).expect("rule");
+    for l in &lines {
+        native.process_collect(l);
+    }
+    let counts = native.exception_counts();
+    assert_eq!(counts[0], ("terraform".to_owned(), 13));
+    let mut session = newterms_host::Session::open(crate::backend::runtime(), "", &settings)
+        .expect("instance")
+        .expect("rule");
+    session.process_batch(&lines).expect("batch");
+    assert_eq!(session.exception_counts().expect("counts"), counts);
+}

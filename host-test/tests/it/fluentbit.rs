@@ -195,3 +195,28 @@ fn the_function_name_picks_the_output_mode() {
         .expect("call")
         .is_empty());
 }
+
+#[test]
+fn an_exceptions_file_beside_the_rule_applies() {
+    let dir = TempDir::new("fb-exceptions");
+    let export = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/exceptions/automation-user-agents.ndjson");
+    std::fs::copy(export, dir.0.join("exceptions.ndjson")).expect("copy");
+    let mut m = newterms_host::FluentBit::load(
+        newterms_host::FLUENTBIT_MODULE,
+        "newterms_filter",
+        Some(&dir.0),
+    )
+    .expect("module");
+    let mut alerts = Vec::new();
+    for l in files("cloudtrail/invictus-ir").iter().flat_map(as_lines) {
+        if let Some(Out::Emit(a)) = fluentbit_out(m.call(b"t", (0, 0), Some(&l)).expect("call")) {
+            alerts.push(a);
+        }
+    }
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].contains("\"eventTime\":\"2023-07-10T12:25:05Z\""));
+    let stats = m.stats().expect("stats");
+    assert_eq!(stats["excepted"], 13);
+    assert_eq!(stats["excepted_by"]["terraform"], 13);
+}
