@@ -262,6 +262,20 @@ impl Settings {
     }
 }
 
+/// The settings text (`kibana_exceptions = [...]`) that carries Kibana exception-list
+/// exports to a detector; empty for none. For hosts that read the exports from files.
+pub fn kibana_exceptions_setting<S: AsRef<str>>(exports: &[S]) -> String {
+    if exports.is_empty() {
+        return String::new();
+    }
+    // A JSON string is a valid TOML basic string.
+    let quoted: Vec<String> = exports
+        .iter()
+        .map(|t| serde_json::Value::from(t.as_ref()).to_string())
+        .collect();
+    format!("\nkibana_exceptions = [{}]\n", quoted.join(", "))
+}
+
 fn strings<'v>(v: &'v Value, key: &str) -> Result<Vec<&'v str>, RuleError> {
     v.as_array()
         .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())

@@ -435,30 +435,41 @@ impl ErrorKind {
 }
 
 impl Stats {
-    /// Name and value of every counter, named as the core's `Stats::fields`.
+    /// Name and value of every counter, named by the core's `Stats::fields` (one list of
+    /// names for every host).
     pub fn fields(&self) -> Vec<(String, u64)> {
-        [
-            ("records", self.records),
-            ("prefiltered", self.prefiltered),
-            ("unmatched", self.unmatched),
-            ("excepted", self.excepted),
-            ("matched", self.matched),
-            ("no_term", self.no_term),
-            ("suppressed", self.suppressed),
-            ("alerted", self.alerted),
-            ("alerts", self.alerts),
-            ("late", self.late),
-            ("errors.invalid-json", self.errors_invalid_json),
-            ("errors.not-object", self.errors_not_object),
-            ("errors.wrong-type", self.errors_wrong_type),
-            ("errors.too-large", self.errors_too_large),
-            ("errors.bad-time", self.errors_bad_time),
-            ("evicted_window", self.evicted_window),
-            ("evicted_capacity", self.evicted_capacity),
-            ("terms_held", self.terms_held),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        newterms::Stats::from(self).fields()
+    }
+}
+
+impl From<&Stats> for newterms::Stats {
+    fn from(s: &Stats) -> Self {
+        let mut errors = [0; newterms::ErrorKind::ALL.len()];
+        for (slot, kind) in errors.iter_mut().zip(newterms::ErrorKind::ALL) {
+            *slot = match kind {
+                newterms::ErrorKind::InvalidJson => s.errors_invalid_json,
+                newterms::ErrorKind::NotObject => s.errors_not_object,
+                newterms::ErrorKind::WrongType => s.errors_wrong_type,
+                newterms::ErrorKind::TooLarge => s.errors_too_large,
+                newterms::ErrorKind::BadTime => s.errors_bad_time,
+                _ => 0,
+            };
+        }
+        newterms::Stats {
+            records: s.records,
+            prefiltered: s.prefiltered,
+            unmatched: s.unmatched,
+            excepted: s.excepted,
+            matched: s.matched,
+            no_term: s.no_term,
+            suppressed: s.suppressed,
+            alerted: s.alerted,
+            alerts: s.alerts,
+            late: s.late,
+            errors,
+            evicted_window: s.evicted_window,
+            evicted_capacity: s.evicted_capacity,
+            terms_held: s.terms_held,
+        }
     }
 }

@@ -237,18 +237,14 @@ fn read_rule(path: Option<&PathBuf>) -> Result<String> {
 
 /// `kibana_exceptions = [...]` for the given export files (settings TOML).
 fn exception_settings(files: &[PathBuf]) -> Result<String> {
-    if files.is_empty() {
-        return Ok(String::new());
-    }
     let texts = files
         .iter()
         .map(|p| {
             std::fs::read_to_string(p)
-                .map(|t| serde_json::Value::String(t).to_string())
                 .with_context(|| format!("reading exceptions {}", p.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(format!("\nkibana_exceptions = [{}]\n", texts.join(", ")))
+    Ok(newterms::kibana_exceptions_setting(&texts))
 }
 
 fn check_rule(args: &[String]) -> Result<ExitCode> {

@@ -112,8 +112,7 @@ fn load() -> Filter {
     for path in EXCEPTION_PATHS {
         match std::fs::read_to_string(path) {
             Ok(t) => {
-                let quoted = serde_json::Value::String(t).to_string();
-                overrides = format!("kibana_exceptions = [{quoted}]");
+                overrides = crate::kibana_exceptions_setting(&[t]);
                 source = format!("{source} with exceptions {path}");
                 break;
             }
