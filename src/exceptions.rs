@@ -5,8 +5,10 @@
 //! record that matches any exception item is treated as not matching the rule: no alert,
 //! no state, no history. It is counted as `excepted`, and per item.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -33,6 +35,13 @@ pub enum Condition {
     InNetwork {
         field: String,
         net: Cidr,
+    },
+    /// The field has a value in a value list (`type: list`): equal to one of `values`,
+    /// or, for an IP list, an address inside one of `nets`.
+    InList {
+        field: String,
+        values: Vec<String>,
+        nets: Vec<Cidr>,
     },
     /// The field exists.
     Exists {
@@ -66,43 +75,69 @@ impl fmt::Display for ExceptionError {
     }
 }
 
-/// An IPv4 or IPv6 network.
+/// An IPv4 or IPv6 network (`10.0.0.0/8`) or address range (`10.0.0.1-10.0.0.9`): the
+/// addresses from `low` to `high` of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
+    v4: bool,
+    low: u128,
+    high: u128,
+}
+
+fn ip_bits(a: IpAddr) -> (bool, u128) {
+    match a {
+        IpAddr::V4(v) => (true, u128::from(u32::from(v))),
+        IpAddr::V6(v) => (false, u128::from(v)),
+    }
 }
 
 impl Cidr {
     /// `10.0.0.0/8`, `fc00::/7`, or a single address.
     pub fn parse(text: &str) -> Option<Cidr> {
         let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u32>().ok()?),
             None => {
                 let a = text.parse::<IpAddr>().ok()?;
                 (a, if a.is_ipv4() { 32 } else { 128 })
             }
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Cidr { addr, prefix })
+        let (v4, bits) = ip_bits(addr);
+        let width = if v4 { 32 } else { 128 };
+        if prefix > width {
+            return None;
+        }
+        let host = width - prefix;
+        let mask = if host >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host) - 1
+        };
+        Some(Cidr {
+            v4,
+            low: bits & !mask,
+            high: bits | mask,
+        })
+    }
+
+    /// `10.0.0.1-10.0.0.9`: both ends of one family, low first.
+    pub fn parse_range(text: &str) -> Option<Cidr> {
+        let (a, b) = text.split_once('-')?;
+        let (v4, low) = ip_bits(a.trim().parse().ok()?);
+        let (v4b, high) = ip_bits(b.trim().parse().ok()?);
+        (v4 == v4b && low <= high).then_some(Cidr { v4, low, high })
+    }
+
+    /// One address only.
+    pub fn is_single(&self) -> bool {
+        self.low == self.high
     }
 
     pub fn contains(&self, text: &str) -> bool {
         let Ok(ip) = text.parse::<IpAddr>() else {
             return false;
         };
-        let bits = |a: IpAddr| -> (u128, u32) {
-            match a {
-                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
-                IpAddr::V6(v) => (u128::from(v), 128),
-            }
-        };
-        let ((net, width), (got, got_width)) = (bits(self.addr), bits(ip));
-        if width != got_width {
-            return false;
-        }
-        let shift = width - u32::from(self.prefix);
-        shift >= width || (net >> shift) == (got >> shift)
+        let (v4, bits) = ip_bits(ip);
+        v4 == self.v4 && (self.low..=self.high).contains(&bits)
     }
 }
 
@@ -165,14 +200,31 @@ impl Condition {
                 net: *net,
             },
             Condition::Exists { field: f } => Node::Exists(field(f)?),
+            Condition::InList {
+                field: f,
+                values,
+                nets,
+            } => Node::InSet {
+                field: field(f)?,
+                values: values.iter().cloned().collect(),
+                nets: nets.clone(),
+            },
             Condition::Kql(text) => query::compile_expr(&query::parse(text)?, layout)?,
         })
     }
 }
 
+/// The values of Kibana value lists, by list id: the text of a value-list file, one value
+/// a line (as Kibana imports and exports them).
+pub type ValueLists = BTreeMap<String, String>;
+
 /// Reads a Kibana exception-list export: one JSON object a line (the list, then its
-/// items, then an export summary). Items are the objects with `entries`.
-pub fn parse_kibana_export(text: &str) -> Result<Vec<ExceptionItem>, ExceptionError> {
+/// items, then an export summary). Items are the objects with `entries`. An entry of
+/// `type: list` takes its values from `lists`, by the list's id.
+pub fn parse_kibana_export(
+    text: &str,
+    lists: &ValueLists,
+) -> Result<Vec<ExceptionItem>, ExceptionError> {
     let mut items = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -212,7 +264,10 @@ pub fn parse_kibana_export(text: &str) -> Result<Vec<ExceptionItem>, ExceptionEr
         let conditions = entries
             .iter()
             .enumerate()
-            .map(|(j, e)| entry(e, "", &format!("entries[{j}]")).map_err(|(key, m)| err(&key, m)))
+            .map(|(j, e)| {
+                entry(e, "", &format!("entries[{j}]"), lists)
+                    .map_err(|(key, m)| err(&key, format!("item {id}: {m}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         items.push(ExceptionItem {
             id,
@@ -224,7 +279,12 @@ pub fn parse_kibana_export(text: &str) -> Result<Vec<ExceptionItem>, ExceptionEr
 }
 
 /// One entry, under a `nested` parent's field path (`parent.`).
-fn entry(e: &Value, parent: &str, at: &str) -> Result<Condition, (String, String)> {
+fn entry(
+    e: &Value,
+    parent: &str,
+    at: &str,
+    lists: &ValueLists,
+) -> Result<Condition, (String, String)> {
     let key = |k: &str| format!("{at}.{k}");
     let obj = e
         .as_object()
@@ -246,7 +306,7 @@ fn entry(e: &Value, parent: &str, at: &str) -> Result<Condition, (String, String
         let parts = inner
             .iter()
             .enumerate()
-            .map(|(j, sub)| entry(sub, &prefix, &format!("{at}.entries[{j}]")))
+            .map(|(j, sub)| entry(sub, &prefix, &format!("{at}.entries[{j}]"), lists))
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Condition::All(parts));
     }
@@ -289,12 +349,7 @@ fn entry(e: &Value, parent: &str, at: &str) -> Result<Condition, (String, String
             pattern: value_str()?.to_owned(),
         },
         "exists" => Condition::Exists { field },
-        "list" => {
-            return Err((
-                key("list"),
-                "value lists are not supported: give the values as a match_any entry".to_owned(),
-            ))
-        }
+        "list" => value_list(obj, field, lists).map_err(|(k, m)| (key(k), m))?,
         other => {
             return Err((
                 key("type"),
@@ -307,6 +362,161 @@ fn entry(e: &Value, parent: &str, at: &str) -> Result<Condition, (String, String
     } else {
         Condition::Not(Box::new(holds))
     })
+}
+
+/// Value-list types whose values are matched as IP addresses and networks.
+const IP_LIST_TYPES: &[&str] = &["ip", "ip_range"];
+/// Value-list types whose values are matched as exact text (numbers and booleans as their
+/// JSON text, as the query matches them).
+const TEXT_LIST_TYPES: &[&str] = &[
+    "keyword",
+    "text",
+    "long",
+    "integer",
+    "short",
+    "byte",
+    "double",
+    "float",
+    "half_float",
+    "boolean",
+];
+
+/// A `type: list` entry, its values from `lists[list.id]`.
+fn value_list(
+    obj: &serde_json::Map<String, Value>,
+    field: String,
+    lists: &ValueLists,
+) -> Result<Condition, (&'static str, String)> {
+    let list = obj
+        .get("list")
+        .and_then(Value::as_object)
+        .ok_or(("list", "expected an object with id and type".to_owned()))?;
+    let id = list
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or(("list.id", "missing or not a string".to_owned()))?;
+    let kind = list
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or(("list.type", "missing or not a string".to_owned()))?;
+    let ip = IP_LIST_TYPES.contains(&kind);
+    if !ip && !TEXT_LIST_TYPES.contains(&kind) {
+        return Err((
+            "list.type",
+            format!(
+                "value lists of type `{kind}` are not supported (supported: {}, {})",
+                IP_LIST_TYPES.join(", "),
+                TEXT_LIST_TYPES.join(", ")
+            ),
+        ));
+    }
+    let text = lists.get(id).ok_or_else(|| {
+        (
+            "list.id",
+            format!(
+                "value list `{id}` has no values: put its file ({}) beside the export",
+                value_list_file_names(id).join(" or ")
+            ),
+        )
+    })?;
+    let (mut values, mut nets) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        let value = line.trim();
+        if value.is_empty() {
+            continue;
+        }
+        if !ip {
+            values.push(value.to_owned());
+            continue;
+        }
+        let net = Cidr::parse(value).or_else(|| Cidr::parse_range(value));
+        match net {
+            Some(net) if net.is_single() => values.push(value.to_owned()),
+            Some(net) => nets.push(net),
+            None => {
+                return Err((
+                    "list.id",
+                    format!(
+                        "value list `{id}` line {}: `{value}` is not an IP address, CIDR \
+                         block or range (a-b)",
+                        n + 1
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(Condition::InList {
+        field,
+        values,
+        nets,
+    })
+}
+
+/// The file names a value list's values are read from, beside the export that names it:
+/// `<id>.txt`, then `<id>`. None when the id cannot safely name a file.
+pub fn value_list_file_names(id: &str) -> Vec<String> {
+    let safe = !id.is_empty()
+        && !id.starts_with('.')
+        && !id.contains(['/', '\\', '\0'])
+        && id.len() <= 200;
+    if safe {
+        vec![format!("{id}.txt"), id.to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The ids of the value lists an export names (`type: list` entries, nested ones too),
+/// each once. Lenient: lines that are not items are skipped; the full parse reports them.
+pub fn value_list_ids(export: &str) -> Vec<String> {
+    fn walk(v: &Value, ids: &mut Vec<String>) {
+        let Some(entries) = v.get("entries").and_then(Value::as_array) else {
+            return;
+        };
+        for e in entries {
+            if e.get("type").and_then(Value::as_str) == Some("list") {
+                if let Some(id) = e.pointer("/list/id").and_then(Value::as_str) {
+                    if !ids.iter().any(|x| x == id) {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+            walk(e, ids);
+        }
+    }
+    let mut ids = Vec::new();
+    for line in export.lines() {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            walk(&v, &mut ids);
+        }
+    }
+    ids
+}
+
+/// The value lists an export file names, read from the files beside it (see
+/// [`value_list_file_names`]) with `read`, which gives `Ok(None)` for a file that does
+/// not exist. A list with no file is left out: loading the export then names the item.
+pub fn value_lists_beside<E>(
+    export_path: &Path,
+    export_text: &str,
+    mut read: impl FnMut(&Path) -> Result<Option<String>, E>,
+) -> Result<ValueLists, (PathBuf, E)> {
+    let dir = export_path.parent().unwrap_or(Path::new(""));
+    let mut lists = ValueLists::new();
+    for id in value_list_ids(export_text) {
+        for name in value_list_file_names(&id) {
+            let path = dir.join(name);
+            match read(&path) {
+                Ok(Some(text)) => {
+                    lists.insert(id, text);
+                    break;
+                }
+                Ok(None) => continue,
+                Err(e) => return Err((path, e)),
+            }
+        }
+    }
+    Ok(lists)
 }
 
 /// An exact value, or a network when the value is CIDR notation (`10.0.0.0/8`): on an IP
@@ -350,6 +560,11 @@ mod tests {
         assert!(!v6.contains("fe80::1"));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("1.2.3.4"));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
+        assert!(Cidr::parse("10.1.2.3").unwrap().is_single());
+        let r = Cidr::parse_range("10.0.0.5-10.0.0.9").unwrap();
+        assert!(r.contains("10.0.0.5") && r.contains("10.0.0.9") && !r.contains("10.0.0.10"));
+        assert_eq!(Cidr::parse_range("10.0.0.9-10.0.0.5"), None);
+        assert_eq!(Cidr::parse_range("10.0.0.1-::1"), None);
     }
 
     #[test]
@@ -360,7 +575,7 @@ mod tests {
                 r#"{{"item_id":"i","list_id":"l","name":"I","type":"simple","entries":{entries}}}"#
             )
         };
-        let err = |text: String| parse_kibana_export(&text).unwrap_err();
+        let err = |text: String| parse_kibana_export(&text, &ValueLists::new()).unwrap_err();
         let e = err(format!("{list}\n{{bad"));
         assert_eq!((e.line, e.key.as_str()), (2, "(line)"));
         let e = err(format!(
@@ -391,6 +606,86 @@ mod tests {
                 r#"[{"field":"a","operator":"included","type":"list","list":{"id":"x","type":"ip"}}]"#
             )
         ));
-        assert_eq!(e.key, "entries[0].list");
+        assert_eq!(e.key, "entries[0].list.id");
+        assert!(
+            e.message.contains("item i") && e.message.contains("x.txt"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn value_lists() {
+        let export = concat!(
+            r#"{"list_id":"l","type":"detection","name":"L"}"#,
+            "\n",
+            r#"{"item_id":"i","list_id":"l","name":"I","type":"simple","entries":[{"field":"source.ip","operator":"included","type":"list","list":{"id":"nets","type":"ip_range"}},{"field":"a","type":"nested","entries":[{"field":"b","operator":"excluded","type":"list","list":{"id":"names.txt","type":"keyword"}}]}]}"#,
+        );
+        assert_eq!(value_list_ids(export), ["nets", "names.txt"]);
+        let mut lists = ValueLists::new();
+        lists.insert(
+            "nets".into(),
+            "10.0.0.0/8\r\n\n192.0.2.7\n198.51.100.1-198.51.100.9\n".into(),
+        );
+        lists.insert("names.txt".into(), "alice\n bob \n".into());
+        let items = parse_kibana_export(export, &lists).unwrap();
+        let Condition::All(c) = &items[0].condition else {
+            panic!("{items:?}")
+        };
+        let Condition::InList {
+            field,
+            values,
+            nets,
+        } = &c[0]
+        else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (field.as_str(), values.as_slice()),
+            ("source.ip", &["192.0.2.7".to_owned()][..])
+        );
+        assert_eq!(nets.len(), 2);
+        let Condition::All(inner) = &c[1] else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            inner[0],
+            Condition::Not(Box::new(Condition::InList {
+                field: "a.b".into(),
+                values: vec!["alice".into(), "bob".into()],
+                nets: vec![],
+            }))
+        );
+        lists.insert("nets".into(), "10.0.0.0/8\nnot-an-ip\n".into());
+        let e = parse_kibana_export(export, &lists).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "entries[0].list.id"));
+        assert!(
+            e.message.contains("line 2") && e.message.contains("not-an-ip"),
+            "{e}"
+        );
+        let geo = export.replace("ip_range", "geo_point");
+        let e = parse_kibana_export(&geo, &lists).unwrap_err();
+        assert_eq!(e.key, "entries[0].list.type");
+        assert!(value_list_file_names("../etc/passwd").is_empty());
+        assert!(value_list_file_names(".hidden").is_empty());
+        assert_eq!(value_list_file_names("ips"), ["ips.txt", "ips"]);
+    }
+
+    #[test]
+    fn value_lists_are_read_beside_the_export() {
+        let export = r#"{"item_id":"i","entries":[{"field":"f","operator":"included","type":"list","list":{"id":"ids","type":"keyword"}}]}"#;
+        let mut asked = Vec::new();
+        let lists = value_lists_beside(Path::new("/etc/newterms/exceptions.ndjson"), export, |p| {
+            asked.push(p.to_path_buf());
+            Ok::<_, ()>((p == Path::new("/etc/newterms/ids")).then(|| "x\n".to_owned()))
+        })
+        .unwrap();
+        assert_eq!(
+            asked,
+            [
+                Path::new("/etc/newterms/ids.txt"),
+                Path::new("/etc/newterms/ids")
+            ]
+        );
+        assert_eq!(lists.get("ids").map(String::as_str), Some("x\n"));
     }
 }

@@ -12,7 +12,7 @@ use std::fmt;
 
 use toml::{Table, Value};
 
-use crate::exceptions::{parse_kibana_export, Condition, ExceptionItem};
+use crate::exceptions::{parse_kibana_export, Condition, ExceptionItem, ValueLists};
 use crate::query::QueryError;
 use crate::time::{self, Nanos, NANOS_PER_DAY};
 
@@ -151,6 +151,9 @@ pub struct Settings {
     /// `exceptions` (KQL conditions) and `kibana_exceptions` (Kibana exception-list
     /// exports, NDJSON text): a record matching any item does not match the rule.
     pub exceptions: Vec<ExceptionItem>,
+    /// `value_lists`: a table from a Kibana value list's id to its values, one a line,
+    /// for the exports' `type: list` entries.
+    pub value_lists: ValueLists,
 }
 
 impl Default for Settings {
@@ -166,6 +169,7 @@ impl Default for Settings {
             state_every_records: 10_000,
             state_every_seconds: 60,
             exceptions: Vec::new(),
+            value_lists: ValueLists::new(),
         }
     }
 }
@@ -182,11 +186,25 @@ const SETTING_KEYS: &[&str] = &[
     "state_every_seconds",
     "exceptions",
     "kibana_exceptions",
+    "value_lists",
 ];
 
 impl Settings {
     /// Applies the keys of a `[newterms]`-style table, naming `prefix.key` in errors.
     fn apply(&mut self, table: &Table, prefix: &str) -> Result<(), RuleError> {
+        // Value lists first: the exports in the same table name them.
+        if let Some(v) = table.get("value_lists") {
+            let key = format!("{prefix}value_lists");
+            let lists = v
+                .as_table()
+                .ok_or_else(|| RuleError::key(&key, "expected a table of list id = values"))?;
+            for (id, values) in lists {
+                let values = values.as_str().ok_or_else(|| {
+                    RuleError::key(format!("{key}.{id}"), "expected the values as a string")
+                })?;
+                self.value_lists.insert(id.clone(), values.to_owned());
+            }
+        }
         for (k, v) in table {
             let key = format!("{prefix}{k}");
             match k.as_str() {
@@ -229,11 +247,12 @@ impl Settings {
                 }
                 "kibana_exceptions" => {
                     for (i, text) in strings(v, &key)?.into_iter().enumerate() {
-                        let items = parse_kibana_export(text)
+                        let items = parse_kibana_export(text, &self.value_lists)
                             .map_err(|e| RuleError::key(format!("{key}[{i}]"), e.to_string()))?;
                         self.exceptions.extend(items);
                     }
                 }
+                "value_lists" => {} // read above
                 "state_every_records" => self.state_every_records = positive(v, &key)? as u64,
                 "state_every_seconds" => self.state_every_seconds = positive(v, &key)? as u64,
                 "max_terms" => self.max_terms = positive(v, &key)?,
@@ -262,18 +281,25 @@ impl Settings {
     }
 }
 
-/// The settings text (`kibana_exceptions = [...]`) that carries Kibana exception-list
-/// exports to a detector; empty for none. For hosts that read the exports from files.
-pub fn kibana_exceptions_setting<S: AsRef<str>>(exports: &[S]) -> String {
-    if exports.is_empty() {
-        return String::new();
-    }
+/// The settings text (`kibana_exceptions = [...]`, `value_lists = {...}`) that carries
+/// Kibana exception-list exports and the value lists they name to a detector; empty for
+/// none. For hosts that read the exports from files.
+pub fn kibana_exceptions_setting<S: AsRef<str>>(exports: &[S], lists: &ValueLists) -> String {
     // A JSON string is a valid TOML basic string.
-    let quoted: Vec<String> = exports
-        .iter()
-        .map(|t| serde_json::Value::from(t.as_ref()).to_string())
-        .collect();
-    format!("\nkibana_exceptions = [{}]\n", quoted.join(", "))
+    let quote = |t: &str| serde_json::Value::from(t).to_string();
+    let mut out = String::new();
+    if !exports.is_empty() {
+        let quoted: Vec<String> = exports.iter().map(|t| quote(t.as_ref())).collect();
+        out.push_str(&format!("\nkibana_exceptions = [{}]\n", quoted.join(", ")));
+    }
+    if !lists.is_empty() {
+        let pairs: Vec<String> = lists
+            .iter()
+            .map(|(id, values)| format!("{} = {}", quote(id), quote(values)))
+            .collect();
+        out.push_str(&format!("value_lists = {{ {} }}\n", pairs.join(", ")));
+    }
+    out
 }
 
 fn strings<'v>(v: &'v Value, key: &str) -> Result<Vec<&'v str>, RuleError> {

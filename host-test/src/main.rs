@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -235,16 +235,25 @@ fn read_rule(path: Option<&PathBuf>) -> Result<String> {
     }
 }
 
-/// `kibana_exceptions = [...]` for the given export files (settings TOML).
+/// The settings TOML for the given export files, with the value lists they name read
+/// from beside them.
 fn exception_settings(files: &[PathBuf]) -> Result<String> {
-    let texts = files
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading exceptions {}", p.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(newterms::kibana_exceptions_setting(&texts))
+    let mut texts = Vec::new();
+    let mut lists = newterms::exceptions::ValueLists::new();
+    for p in files {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading exceptions {}", p.display()))?;
+        let read = |path: &Path| match std::fs::read_to_string(path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        let found = newterms::exceptions::value_lists_beside(p, &text, read)
+            .map_err(|(path, e)| anyhow::anyhow!("reading value list {}: {e}", path.display()))?;
+        lists.extend(found);
+        texts.push(text);
+    }
+    Ok(newterms::kibana_exceptions_setting(&texts, &lists))
 }
 
 fn check_rule(args: &[String]) -> Result<ExitCode> {

@@ -112,7 +112,16 @@ fn load() -> Filter {
     for path in EXCEPTION_PATHS {
         match std::fs::read_to_string(path) {
             Ok(t) => {
-                overrides = crate::kibana_exceptions_setting(&[t]);
+                let read = |p: &std::path::Path| match std::fs::read_to_string(p) {
+                    Ok(t) => Ok(Some(t)),
+                    Err(e) if absent(&e) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                let lists = match crate::exceptions::value_lists_beside(path.as_ref(), &t, read) {
+                    Ok(lists) => lists,
+                    Err((p, e)) => return failed(format!("cannot read {}: {e}", p.display())),
+                };
+                overrides = crate::kibana_exceptions_setting(&[t], &lists);
                 source = format!("{source} with exceptions {path}");
                 break;
             }

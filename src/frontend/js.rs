@@ -30,6 +30,9 @@ export interface Options {
   exceptions?: string[];
   /** Kibana exception-list exports (NDJSON text). */
   kibana_exceptions?: string[];
+  /** Values of the Kibana value lists the exports name (`type: list`): list id to its
+   *  values, one a line. */
+  value_lists?: Record<string, string>;
 }
 /** What was wrong with one record. */
 export interface RecordError { kind: string; message: string }
@@ -77,9 +80,17 @@ fn settings(options: &JsValue) -> Result<String, JsValue> {
             {
                 toml.push_str(&format!("{key} = {v}\n"))
             }
+            // A table of strings (`value_lists`) as an inline TOML table.
+            serde_json::Value::Object(ref table) if table.values().all(|v| v.is_string()) => {
+                let pairs: Vec<String> = table
+                    .iter()
+                    .map(|(k, v)| format!("{} = {v}", serde_json::Value::from(k.as_str())))
+                    .collect();
+                toml.push_str(&format!("{key} = {{ {} }}\n", pairs.join(", ")))
+            }
             _ => {
                 return Err(usage_error(&format!(
-                    "option {key}: expected a string, number, boolean or array of strings"
+                    "option {key}: expected a string, number, boolean, array of strings or object of strings"
                 )))
             }
         }

@@ -27,6 +27,12 @@ pub enum Node {
         field: FieldId,
         net: crate::exceptions::Cidr,
     },
+    /// A value is one of a set, or an IP address inside one of the networks (value lists).
+    InSet {
+        field: FieldId,
+        values: hashbrown::HashSet<String>,
+        nets: Vec<crate::exceptions::Cidr>,
+    },
 }
 
 pub(crate) fn compile(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
@@ -102,6 +108,13 @@ impl Node {
                 crate::exceptions::glob(pattern, t)
             }),
             Node::InNetwork { field, net } => any_value(view, layout, *field, |t| net.contains(t)),
+            Node::InSet {
+                field,
+                values,
+                nets,
+            } => any_value(view, layout, *field, |t| {
+                values.contains(t) || nets.iter().any(|n| n.contains(t))
+            }),
         }
     }
 }

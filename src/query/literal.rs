@@ -122,7 +122,11 @@ fn required(node: &Node, layout: &Layout) -> Vec<Vec<String>> {
                 vec![merged]
             }
         }
-        Node::Not(_) | Node::Exists(_) | Node::Glob { .. } | Node::InNetwork { .. } => Vec::new(),
+        Node::Not(_)
+        | Node::Exists(_)
+        | Node::Glob { .. }
+        | Node::InNetwork { .. }
+        | Node::InSet { .. } => Vec::new(),
         Node::Match { field, pattern } => {
             if !verbatim_in_text(layout.field_name(*field)) {
                 return Vec::new();

@@ -261,6 +261,49 @@ fn exceptions_on_the_command_line() {
     assert_eq!(lines[0]["eventTime"], "2023-07-10T12:25:05Z");
     assert!(String::from_utf8_lossy(&o.stderr).contains("excepted=13"));
 
+    // A value list is read from beside its export; without it, the item is named.
+    let dir = tmp("value-list");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let list_export = dir.join("arns.ndjson");
+    std::fs::copy(
+        root.join("examples/exceptions/automation-arns-list.ndjson"),
+        &list_export,
+    )
+    .expect("copy");
+    let _ = std::fs::remove_file(dir.join("automation-arns.txt"));
+    let o = newterms(
+        &["run", "--exceptions", list_export.to_str().expect("path")],
+        Some(b""),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("item automation-arns") && err.contains("automation-arns.txt"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.join("automation-arns.txt"),
+        "arn:aws:iam::123456789012:user/ci-deployer\narn:aws:iam::123837392027:user/bert-jan\n",
+    )
+    .expect("write");
+    let mut args = vec!["run", "--exceptions", list_export.to_str().expect("path")];
+    args.extend(paths.iter().map(|p| p.to_str().expect("path")));
+    let o = newterms(&args, None);
+    assert_eq!(stdout_lines(&o).len(), 0, "bert-jan is in the list");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("excepted=14"), "{err}");
+    let o = newterms(
+        &[
+            "check-rule",
+            rule.to_str().expect("path"),
+            "--exceptions",
+            list_export.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("exception automation-arns"));
+
     let bad = tmp("bad-exceptions.ndjson");
     std::fs::write(
         &bad,

@@ -32,6 +32,9 @@ struct Case {
     /// Kibana exception-list exports, added to the settings as `kibana_exceptions`.
     #[serde(default)]
     kibana_exceptions: Vec<String>,
+    /// Value lists for the exports' `type: list` entries, by list id.
+    #[serde(default)]
+    value_lists: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     inputs: Vec<Input>,
     #[serde(default)]
@@ -111,7 +114,7 @@ fn settings_text(case: &Case) -> String {
             s.push_str(&format!("\n{key} = [{}]\n", items.join(", ")));
         }
     }
-    s
+    s + &newterms::kibana_exceptions_setting::<&str>(&[], &case.value_lists)
 }
 
 /// Outputs (per input) and statistics of one back end, or its load error.

@@ -183,7 +183,7 @@ fn terraform_exception() -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/exceptions/automation-user-agents.ndjson");
     let text = std::fs::read_to_string(path).expect("example exceptions");
-    newterms::kibana_exceptions_setting(&[text])
+    newterms::kibana_exceptions_setting(&[text], &Default::default())
 }
 
 #[test]

@@ -220,3 +220,47 @@ fn an_exceptions_file_beside_the_rule_applies() {
     assert_eq!(stats["excepted"], 13);
     assert_eq!(stats["excepted_by"]["terraform"], 13);
 }
+
+#[test]
+fn a_value_list_beside_the_exceptions_file_applies() {
+    let dir = TempDir::new("fb-value-list");
+    let export = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/exceptions/automation-arns-list.ndjson");
+    std::fs::copy(export, dir.0.join("exceptions.ndjson")).expect("copy");
+    let load = || {
+        newterms_host::FluentBit::load(
+            newterms_host::FLUENTBIT_MODULE,
+            "newterms_filter",
+            Some(&dir.0),
+        )
+        .expect("module")
+    };
+    // Without the list's file the filter does not load, and says which item and file.
+    let mut m = load();
+    let doc: Value =
+        serde_json::from_slice(&m.call(b"t", (0, 0), Some(b"{\"x\":1}")).expect("call"))
+            .expect("object");
+    let message = doc["newterms.error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("item automation-arns") && message.contains("automation-arns.txt"),
+        "{doc}"
+    );
+    std::fs::write(
+        dir.0.join("automation-arns.txt"),
+        "arn:aws:iam::123837392027:user/bert-jan\n",
+    )
+    .expect("write");
+    let mut m = load();
+    let mut alerts = 0;
+    for l in files("cloudtrail/invictus-ir").iter().flat_map(as_lines) {
+        if let Some(Out::Emit(_)) = fluentbit_out(m.call(b"t", (0, 0), Some(&l)).expect("call")) {
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 0);
+    let stats = m.stats().expect("stats");
+    assert!(
+        stats["excepted_by"]["automation-arns"].as_u64() > Some(0),
+        "{stats}"
+    );
+}
