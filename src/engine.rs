@@ -1,24 +1,26 @@
-//! Drives each record through the steps: frame, prefilter, view, query, terms, output.
+//! Drives each record through the steps: frame, prefilter, view, then each rule's
+//! detection (query, exceptions, terms, alerts), then what passes on.
+//!
+//! A detector holds one rule or a pack of them. Every rule's fields go into one record
+//! layout, so a record is parsed at most once whatever the number of rules. Before the
+//! parse, one multi-literal search over the record's text finds the rules whose required
+//! literals it contains (their gates); only those rules run their full prefilter, and a
+//! record no rule can match is never parsed.
 
 use std::borrow::Cow;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use serde_json::value::RawValue;
 
-use crate::alert::{self, AlertFacts};
+use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
-use crate::query::{self, Prefilter, Query};
-use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar, TooManyFields};
+use crate::record::{FieldId, Layout, LayoutBuilder, RecordView};
 use crate::rule::{OutputMode, Rule, RuleError};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{self, SnapshotError};
 use crate::stats::Stats;
-use crate::terms::{TermLimits, TermTable};
-use crate::time::{self, Nanos};
+use crate::terms::TermTable;
 
-/// The most term combinations one record may produce (array values multiply).
-pub const MAX_COMBINATIONS: usize = 1000;
-
-/// Separates the values of a term tuple in its key: a byte UTF-8 never contains.
-const TUPLE_SEPARATOR: u8 = 0xff;
+pub use crate::detection::MAX_COMBINATIONS;
 
 /// One thing the detector emits for its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,35 +31,124 @@ pub enum Output<'a> {
     Error(RecordError),
 }
 
-/// The detector: one rule, its compiled query, its term table and its counters.
+/// The literals of every rule's gate in one automaton.
 #[derive(Debug)]
-pub struct Detector {
-    rule: Rule,
-    layout: Layout,
-    query: Query,
-    prefilter: Prefilter,
-    term_fields: Vec<FieldId>,
-    time_fields: Vec<FieldId>,
-    event_id: FieldId,
-    /// The exception items, compiled; and how many records each excepted.
-    exceptions: Vec<(String, query::Node)>,
-    excepted_by: Vec<u64>,
-    terms: TermTable,
-    stats: Stats,
-    /// The key of the current term, reused between records.
-    key: Vec<u8>,
+struct Gate {
+    automaton: AhoCorasick,
+    /// For each pattern below `escapes_from`, the rules it opens.
+    rules_of: Vec<Vec<u32>>,
+    /// Patterns from here on are escapes (`\u`, `\/`) that could hide any literal.
+    escapes_from: usize,
+    /// Rules with no gate: offered every record.
+    always: Vec<u32>,
 }
 
-fn too_many(_: TooManyFields) -> RuleError {
-    RuleError::Query {
-        error: query::QueryError::too_many_fields(),
-    }
+/// The detector: its rules, the record layout they share, and the counters.
+#[derive(Debug)]
+pub struct Detector {
+    layout: Layout,
+    rules: Vec<Detection>,
+    gate: Option<Gate>,
+    event_id: FieldId,
+    output: OutputMode,
+    max_record_bytes: usize,
+    /// For the whole detector (a pack's records, each counted once).
+    stats: Stats,
+    /// Errors found before any rule was chosen, which count for every rule.
+    frame_errors: [u64; ErrorKind::ALL.len()],
+    /// The rules the current record is offered to (reused between records).
+    candidates: Vec<u32>,
+    /// `stamp[r] == generation`: rule `r` is already a candidate for this record.
+    stamp: Vec<u32>,
+    generation: u32,
 }
 
 impl Detector {
     /// Loads a rule file (empty: the embedded default) with settings overrides.
     pub fn from_config(rule_text: &str, overrides: &str) -> Result<Detector, RuleError> {
         Detector::new(Rule::parse(rule_text, overrides)?)
+    }
+
+    /// Loads a pack: `(source, rule file text)` for each rule (the source, a file name,
+    /// names the rule in load errors), every rule with the same settings overrides.
+    /// Settings that concern the host rather than a rule (`output`, `max_record_bytes`,
+    /// `on_error`, `state_*`) are taken from the first rule. Rule ids must be distinct.
+    pub fn from_pack<S: AsRef<str>, T: AsRef<str>>(
+        rules: &[(S, T)],
+        overrides: &str,
+    ) -> Result<Detector, RuleError> {
+        let mut parsed: Vec<Rule> = Vec::with_capacity(rules.len());
+        let mut sources: Vec<&str> = Vec::with_capacity(rules.len());
+        for (source, text) in rules {
+            let (source, text) = (source.as_ref(), text.as_ref());
+            let in_pack = |error| RuleError::InPack {
+                source: source.to_owned(),
+                error: Box::new(error),
+            };
+            if text.trim().is_empty() {
+                return Err(in_pack(RuleError::key("rule", "the rule file is empty")));
+            }
+            let rule = Rule::parse(text, overrides).map_err(in_pack)?;
+            if let Some(i) = parsed.iter().position(|r| r.rule_id == rule.rule_id) {
+                return Err(in_pack(RuleError::key(
+                    "rule.rule_id",
+                    format!("`{}` is also the id of {}", rule.rule_id, sources[i]),
+                )));
+            }
+            parsed.push(rule);
+            sources.push(source);
+        }
+        Detector::with_rules(parsed, &sources)
+    }
+
+    /// One rule.
+    pub fn new(rule: Rule) -> Result<Detector, RuleError> {
+        Detector::with_rules(vec![rule], &[])
+    }
+
+    fn with_rules(rules: Vec<Rule>, sources: &[&str]) -> Result<Detector, RuleError> {
+        let Some(first) = rules.first() else {
+            return Err(RuleError::key("rule", "the pack has no rules"));
+        };
+        let output = first.settings.output;
+        let max_record_bytes = first.settings.max_record_bytes;
+        let mut b = LayoutBuilder::new();
+        let mut detections = Vec::with_capacity(rules.len());
+        for (i, rule) in rules.into_iter().enumerate() {
+            let d = Detection::compile(rule, &mut b).map_err(|error| match sources.get(i) {
+                Some(source) => RuleError::InPack {
+                    source: (*source).to_owned(),
+                    error: Box::new(error),
+                },
+                None => error,
+            })?;
+            detections.push(d);
+        }
+        let too_many = |_| RuleError::Query {
+            error: crate::query::QueryError::too_many_fields(),
+        };
+        let event_id = b.field("event.id").map_err(too_many)?;
+        let layout = b.build().map_err(too_many)?;
+        for d in &mut detections {
+            d.finish(&layout);
+        }
+        let gate = (detections.len() > 1)
+            .then(|| build_gate(&detections))
+            .flatten();
+        let n = detections.len();
+        Ok(Detector {
+            layout,
+            rules: detections,
+            gate,
+            event_id,
+            output,
+            max_record_bytes,
+            stats: Stats::default(),
+            frame_errors: [0; ErrorKind::ALL.len()],
+            candidates: Vec::with_capacity(n),
+            stamp: vec![0; n],
+            generation: 0,
+        })
     }
 
     /// Loads a rule as [`Detector::from_config`] does, with the term table of a snapshot
@@ -68,132 +159,163 @@ impl Detector {
         snapshot: &[u8],
     ) -> Result<Detector, RuleError> {
         let mut d = Detector::from_config(rule_text, overrides)?;
-        let snap = Snapshot::decode(snapshot).map_err(|error| RuleError::Snapshot { error })?;
-        if snap.rule_id != d.rule.rule_id || snap.fields != d.rule.new_terms_fields {
-            let error = crate::snapshot::SnapshotError::OtherRule {
-                snapshot: format!("rule {} over [{}]", snap.rule_id, snap.fields.join(", ")),
-                rule: format!(
-                    "rule {} over [{}]",
-                    d.rule.rule_id,
-                    d.rule.new_terms_fields.join(", ")
-                ),
-            };
-            return Err(RuleError::Snapshot { error });
-        }
-        d.terms = TermTable::restore(d.terms.limits(), snap.watermark, snap.terms);
+        d.restore_state(snapshot)?;
         Ok(d)
     }
 
-    /// The term table as portable bytes (see [`crate::snapshot`]).
-    pub fn snapshot(&self) -> Vec<u8> {
-        Snapshot {
-            rule_id: self.rule.rule_id.clone(),
-            fields: self.rule.new_terms_fields.clone(),
-            window: self.rule.history_window,
-            watermark: self.terms.watermark(),
-            terms: self
-                .terms
-                .entries()
-                .into_iter()
-                .map(|(k, t)| (k.to_vec(), t))
-                .collect(),
-        }
-        .encode()
+    /// Loads a pack as [`Detector::from_pack`] does, with the term tables of a snapshot.
+    /// Each rule takes the table saved under its id; a rule the snapshot does not hold
+    /// starts empty, and a saved rule no longer in the pack is dropped. A snapshot that
+    /// holds none of the pack's rules is refused.
+    pub fn restore_pack<S: AsRef<str>, T: AsRef<str>>(
+        rules: &[(S, T)],
+        overrides: &str,
+        snapshot: &[u8],
+    ) -> Result<Detector, RuleError> {
+        let mut d = Detector::from_pack(rules, overrides)?;
+        d.restore_state(snapshot)?;
+        Ok(d)
     }
 
-    pub fn new(rule: Rule) -> Result<Detector, RuleError> {
-        let mut b = LayoutBuilder::new();
-        let query =
-            Query::compile(&rule.query, &mut b).map_err(|error| RuleError::Query { error })?;
-        let term_fields = rule
-            .new_terms_fields
-            .iter()
-            .map(|f| b.field(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(too_many)?;
-        let mut time_fields = Vec::new();
-        if let Some(f) = &rule.timestamp_override {
-            time_fields.push(b.field(f).map_err(too_many)?);
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), RuleError> {
+        let err = |error| RuleError::Snapshot { error };
+        let snaps = snapshot::decode_any(bytes).map_err(err)?;
+        let mut used = 0;
+        let mut first_other = None;
+        for snap in snaps {
+            match self
+                .rules
+                .iter_mut()
+                .find(|d| d.rule.rule_id == snap.rule_id)
+            {
+                Some(d) => {
+                    d.restore(snap).map_err(err)?;
+                    used += 1;
+                }
+                None => {
+                    first_other.get_or_insert(snap);
+                }
+            }
         }
-        let ts = b.field("@timestamp").map_err(too_many)?;
-        if !time_fields.contains(&ts) {
-            time_fields.push(ts);
+        if let (0, Some(snap)) = (used, first_other) {
+            let rule = &self.rules[0].rule;
+            let what = if self.rules.len() == 1 {
+                format!(
+                    "rule {} over [{}]",
+                    rule.rule_id,
+                    rule.new_terms_fields.join(", ")
+                )
+            } else {
+                format!("any rule of this pack of {}", self.rules.len())
+            };
+            return Err(err(SnapshotError::OtherRule {
+                snapshot: format!("rule {} over [{}]", snap.rule_id, snap.fields.join(", ")),
+                rule: what,
+            }));
         }
-        let event_id = b.field("event.id").map_err(too_many)?;
-        let exceptions = rule
-            .settings
-            .exceptions
-            .iter()
-            .map(|item| {
-                item.condition
-                    .compile(&mut b)
-                    .map(|node| (item.id.clone(), node))
-                    .map_err(|error| RuleError::Key {
-                        key: format!("exception {}", item.id),
-                        message: error.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let excepted_by = vec![0; exceptions.len()];
-        let layout = b.build().map_err(too_many)?;
-        let prefilter = query.prefilter(&layout);
-        let terms = TermTable::new(TermLimits {
-            window: rule.history_window,
-            allowed_lateness: rule.settings.allowed_lateness,
-            max_terms: rule.settings.max_terms,
-            max_bytes: rule.settings.max_table_bytes,
-        });
-        Ok(Detector {
-            rule,
-            layout,
-            query,
-            prefilter,
-            term_fields,
-            time_fields,
-            event_id,
-            exceptions,
-            excepted_by,
-            terms,
-            stats: Stats::default(),
-            key: Vec::new(),
-        })
+        Ok(())
+    }
+
+    /// The term tables as portable bytes (see [`crate::snapshot`]): one rule's snapshot,
+    /// or for a pack the container of its rules' snapshots.
+    pub fn snapshot(&self) -> Vec<u8> {
+        match self.rules.as_slice() {
+            [one] => one.snapshot().encode(),
+            many => {
+                snapshot::encode_pack(&many.iter().map(Detection::snapshot).collect::<Vec<_>>())
+            }
+        }
     }
 
     /// Changes what is emitted from the next record on (a host that selects the mode per
     /// entry point, as the Fluent Bit module does).
     pub fn set_output(&mut self, mode: OutputMode) {
-        self.rule.settings.output = mode;
+        self.output = mode;
+        for d in &mut self.rules {
+            d.rule.settings.output = mode;
+        }
     }
 
+    /// The first (or only) rule; its settings are the host's.
     pub fn rule(&self) -> &Rule {
-        &self.rule
+        &self.rules[0].rule
     }
 
-    pub fn prefilter(&self) -> &Prefilter {
-        &self.prefilter
+    /// Every rule, in load order.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|d| &d.rule)
     }
 
+    /// The first rule's prefilter.
+    pub fn prefilter(&self) -> Option<&crate::Prefilter> {
+        self.rules[0].prefilter.as_ref()
+    }
+
+    /// The first rule's term table.
     pub fn terms(&self) -> &TermTable {
-        &self.terms
+        &self.rules[0].terms
     }
 
-    /// How many records each exception item excepted: `(item id, count)`.
+    /// How many records each exception item excepted: `(item id, count)`; in a pack,
+    /// `rule_id/item_id`.
     pub fn exception_counts(&self) -> Vec<(String, u64)> {
-        self.exceptions
+        let pack = self.rules.len() > 1;
+        self.rules
             .iter()
-            .zip(&self.excepted_by)
-            .map(|((id, _), n)| (id.clone(), *n))
+            .flat_map(|d| {
+                d.exception_counts().map(move |(id, n)| {
+                    let id = if pack {
+                        format!("{}/{id}", d.rule.rule_id)
+                    } else {
+                        id.to_owned()
+                    };
+                    (id, n)
+                })
+            })
             .collect()
     }
 
+    /// The counters of the detector. For one rule, that rule's; for a pack, each record
+    /// once, under the furthest any rule took it: alerted, then in error, suppressed,
+    /// no term, excepted, unmatched, prefiltered. `alerts`, evictions and terms held are
+    /// the rules' sums.
     pub fn stats(&self) -> Stats {
-        let c = self.terms.counters();
-        Stats {
-            evicted_window: c.evicted_window,
-            evicted_capacity: c.evicted_capacity,
-            terms_held: self.terms.len() as u64,
-            ..self.stats
+        if self.rules.len() == 1 {
+            return self.rule_stats(0);
         }
+        let mut s = self.stats;
+        for d in &self.rules {
+            let c = d.terms.counters();
+            s.alerts += d.stats.alerts;
+            s.evicted_window += c.evicted_window;
+            s.evicted_capacity += c.evicted_capacity;
+            s.terms_held += d.terms.len() as u64;
+        }
+        s
+    }
+
+    /// The counters of rule `i` (in load order), as if it ran alone.
+    pub fn rule_stats(&self, i: usize) -> Stats {
+        let d = &self.rules[i];
+        let c = d.terms.counters();
+        let mut s = d.stats;
+        for (mine, frame) in s.errors.iter_mut().zip(&self.frame_errors) {
+            *mine += frame;
+        }
+        let frame_total: u64 = self.frame_errors.iter().sum();
+        s.records = self.stats.records;
+        s.prefiltered = self.stats.records.saturating_sub(d.offered + frame_total);
+        s.evicted_window = c.evicted_window;
+        s.evicted_capacity = c.evicted_capacity;
+        s.terms_held = d.terms.len() as u64;
+        s
+    }
+
+    /// Every rule's id and counters, in load order.
+    pub fn all_rule_stats(&self) -> Vec<(String, Stats)> {
+        (0..self.rules.len())
+            .map(|i| (self.rules[i].rule.rule_id.clone(), self.rule_stats(i)))
+            .collect()
     }
 
     /// Processes one input: a record, a CloudTrail delivery object (`{"Records": [...]}`),
@@ -254,17 +376,39 @@ impl Detector {
         }
     }
 
+    /// A record in error before any rule was chosen: it counts for every rule.
     fn fail(&mut self, err: RecordError, place: Option<&str>, sink: &mut dyn FnMut(Output<'_>)) {
         self.stats.records += 1;
         self.stats.count_error(err.kind());
+        self.frame_errors[err.kind().index()] += 1;
         sink(Output::Error(match place {
             Some(p) => err.within(p),
             None => err,
         }));
     }
 
-    /// Passes a record on unchanged (annotate mode), as text.
-    fn pass(&mut self, text: &[u8], place: Option<&str>, sink: &mut dyn FnMut(Output<'_>)) {
+    /// A record in error for the candidate rules only (the others' prefilters rejected it).
+    fn fail_candidates(
+        &mut self,
+        err: RecordError,
+        place: Option<&str>,
+        sink: &mut dyn FnMut(Output<'_>),
+    ) {
+        self.stats.records += 1;
+        self.stats.count_error(err.kind());
+        for &r in &self.candidates {
+            let d = &mut self.rules[r as usize];
+            d.offered += 1;
+            d.stats.count_error(err.kind());
+        }
+        sink(Output::Error(match place {
+            Some(p) => err.within(p),
+            None => err,
+        }));
+    }
+
+    /// Passes a record on unchanged, as text.
+    fn pass(text: &[u8], place: Option<&str>, sink: &mut dyn FnMut(Output<'_>)) {
         match std::str::from_utf8(text) {
             Ok(s) => sink(Output::Emit(Cow::Borrowed(s))),
             Err(e) => {
@@ -279,6 +423,60 @@ impl Detector {
         }
     }
 
+    /// Chooses the rules whose prefilters `text` passes, into `self.candidates`.
+    fn choose(&mut self, text: &[u8]) {
+        self.candidates.clear();
+        let Some(gate) = &self.gate else {
+            for (i, d) in self.rules.iter().enumerate() {
+                if d.may_match(text) {
+                    self.candidates.push(i as u32);
+                }
+            }
+            return;
+        };
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.generation = 1;
+        }
+        let (stamp, generation, candidates) =
+            (&mut self.stamp, self.generation, &mut self.candidates);
+        let mut mark = |r: u32| {
+            if stamp[r as usize] != generation {
+                stamp[r as usize] = generation;
+                candidates.push(r);
+            }
+        };
+        let mut everything = false;
+        match gate.automaton.try_find_overlapping_iter(text) {
+            Ok(matches) => {
+                for m in matches {
+                    let p = m.pattern().as_usize();
+                    if p >= gate.escapes_from {
+                        everything = true;
+                        break;
+                    }
+                    for &r in &gate.rules_of[p] {
+                        mark(r);
+                    }
+                }
+            }
+            Err(_) => everything = true,
+        }
+        if everything {
+            for r in 0..self.rules.len() as u32 {
+                mark(r);
+            }
+        } else {
+            for &r in &gate.always {
+                mark(r);
+            }
+        }
+        candidates.sort_unstable();
+        let rules = &self.rules;
+        candidates.retain(|&r| rules[r as usize].may_match(text));
+    }
+
     fn process_record(
         &mut self,
         text: &[u8],
@@ -286,8 +484,8 @@ impl Detector {
         place: Option<&str>,
         sink: &mut dyn FnMut(Output<'_>),
     ) {
-        let limit = self.rule.settings.max_record_bytes;
-        let annotate = self.rule.settings.output == OutputMode::Annotate;
+        let limit = self.max_record_bytes;
+        let annotate = self.output == OutputMode::Annotate;
         // A CloudTrail delivery object is always opened, so its records are counted and
         // (in annotate mode) passed one by one.
         let delivery = envelopes && starts_with_records_key(text);
@@ -301,24 +499,30 @@ impl Detector {
             );
             return self.fail(err, place, sink);
         }
-        // Only an object can match: anything else is parsed, to report what it is.
+        // Only an object can match: anything else is parsed, to report what it is. In
+        // annotate mode an EventBridge envelope must still be opened.
         let object = first_byte(text) == Some(b'{');
-        if object && !delivery && !self.prefilter.may_match(text) {
-            // In annotate mode an EventBridge envelope must still be opened.
-            let eventbridge =
-                annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some();
-            if !eventbridge {
+        let open_all = !object
+            || delivery
+            || (annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some());
+        if open_all {
+            self.candidates.clear();
+            self.candidates.extend(0..self.rules.len() as u32);
+        } else {
+            self.choose(text);
+            if self.candidates.is_empty() {
                 self.stats.records += 1;
                 self.stats.prefiltered += 1;
                 if annotate {
-                    self.pass(text, place, sink);
+                    Detector::pass(text, place, sink);
                 }
                 return;
             }
         }
         let mut view = match RecordView::parse(text, &self.layout, envelopes) {
             Ok(v) => v,
-            Err(e) => return self.fail(e, place, sink),
+            Err(e) if delivery => return self.fail(e, place, sink),
+            Err(e) => return self.fail_candidates(e, place, sink),
         };
         if envelopes {
             if let Some(records) = view.take_records() {
@@ -340,222 +544,116 @@ impl Detector {
                     text.len()
                 ),
             );
-            return self.fail(err, place, sink);
+            return self.fail_candidates(err, place, sink);
         }
-        match self.decide(text, &view, sink) {
-            Ok(()) => {}
-            Err(e) => self.fail(e, place, sink),
-        }
+        self.decide(text, &view, place, sink);
     }
 
-    /// Query, terms, time, table, output. Any error returns before the table is touched.
+    /// Offers a parsed record to each candidate rule, then passes it on as the output
+    /// mode says.
     fn decide(
         &mut self,
         text: &[u8],
         view: &RecordView<'_>,
+        place: Option<&str>,
         sink: &mut dyn FnMut(Output<'_>),
-    ) -> Result<(), RecordError> {
-        let annotate = self.rule.settings.output == OutputMode::Annotate;
-        if !self.query.matches(view, &self.layout)? {
-            self.stats.records += 1;
-            self.stats.unmatched += 1;
-            if annotate {
-                self.pass(text, None, sink);
-            }
-            return Ok(());
-        }
-        // An exception item that holds takes the record out of the rule altogether.
-        let mut excepted = None;
-        for (i, (_, node)) in self.exceptions.iter().enumerate() {
-            if node.eval(view, &self.layout)? {
-                excepted = Some(i);
-                break;
-            }
-        }
-        if let Some(i) = excepted {
-            self.stats.records += 1;
-            self.stats.excepted += 1;
-            self.excepted_by[i] += 1;
-            if annotate {
-                self.pass(text, None, sink);
-            }
-            return Ok(());
-        }
-        let mut columns: [&[Scalar<'_>]; 3] = [&[]; 3];
-        let mut combinations = 1usize;
-        for (i, f) in self.term_fields.iter().enumerate() {
-            columns[i] = match view.get(&self.layout, *f) {
-                Field::Absent => &[],
-                Field::Values(v) => v,
-                Field::Object => return Err(query::wrong_type(&self.layout, *f, true)),
-                Field::Mismatch => return Err(query::wrong_type(&self.layout, *f, false)),
-            };
-            combinations =
-                combinations.saturating_mul(columns[i].iter().filter(|s| !is_empty(s)).count());
-        }
-        let fields = self.term_fields.len();
-        if combinations == 0 {
-            self.stats.records += 1;
-            self.stats.matched += 1;
-            self.stats.no_term += 1;
-            if annotate {
-                self.pass(text, None, sink);
-            }
-            return Ok(());
-        }
-        if combinations > MAX_COMBINATIONS {
-            return Err(RecordError::new(
-                ErrorKind::TooLarge,
-                format!("its new-terms fields give {combinations} combinations, over the limit of {MAX_COMBINATIONS}"),
-            ));
-        }
-        let ts = self.record_time(view)?;
-        // A term the table could never hold is refused, not stored and not alerted on
-        // forever after. The longest combination is the sum of each field's longest value.
-        let longest: usize = columns[..fields]
-            .iter()
-            .map(|c| c.iter().map(|s| s.text().len()).max().unwrap_or(0))
-            .sum::<usize>()
-            + fields.saturating_sub(1);
-        if !self.terms.fits(longest) {
-            return Err(RecordError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "a term of {longest} bytes cannot be held within max_table_bytes = {}",
-                    self.rule.settings.max_table_bytes
-                ),
-            ));
-        }
-
-        // From here on the record is accepted: count it and update the table.
-        self.stats.records += 1;
-        self.stats.matched += 1;
-        if self.terms.is_late(ts) {
-            self.stats.late += 1;
-        }
-        let mut odometer = [0usize; 3];
-        let mut emitted = false;
-        loop {
-            let mut values: [Cow<'_, str>; 3] =
-                [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
-            let mut complete = true;
-            for i in 0..fields {
-                match columns[i].get(odometer[i]) {
-                    Some(s) if !is_empty(s) => values[i] = s.text(),
-                    _ => complete = false,
+    ) {
+        let pack = self.rules.len() > 1;
+        let mut best: Option<Outcome> = None;
+        let mut error: Option<ErrorKind> = None;
+        let mut late = false;
+        for &r in &self.candidates {
+            let d = &mut self.rules[r as usize];
+            d.offered += 1;
+            match d.decide(text, view, &self.layout, self.event_id, self.output, sink) {
+                Ok((outcome, was_late)) => {
+                    best = best.max(Some(outcome));
+                    late |= was_late;
                 }
-            }
-            if complete {
-                self.key.clear();
-                for (i, v) in values[..fields].iter().enumerate() {
-                    if i > 0 {
-                        self.key.push(TUPLE_SEPARATOR);
-                    }
-                    self.key.extend_from_slice(v.as_bytes());
-                }
-                if self.terms.observe(&self.key, ts).new {
-                    self.stats.alerts += 1;
-                    let terms: [&str; 3] = [&values[0], &values[1], &values[2]];
-                    let event_id = first_text(view, &self.layout, self.event_id);
-                    let facts = AlertFacts {
-                        rule: &self.rule,
-                        terms: &terms[..fields],
-                        time: ts,
-                        event_id: event_id.as_deref(),
-                    };
-                    let output = self.rule.settings.output;
-                    let render =
-                        output == OutputMode::Alert || (output == OutputMode::Annotate && !emitted);
-                    if render {
-                        // The table already holds the term: a record the alert cannot be
-                        // built from (a lone surrogate escape in a field the rule does not
-                        // read) is reported, and the sighting stands.
-                        match alert::render(text, &facts) {
-                            Ok(doc) => sink(Output::Emit(Cow::Owned(doc))),
-                            Err(e) => {
-                                self.stats.count_error(e.kind());
-                                sink(Output::Error(e));
-                            }
-                        }
-                    } else if output == OutputMode::Passthrough && !emitted {
-                        self.pass(text, None, sink);
-                    }
-                    emitted = true;
-                }
-            }
-            // Advance the odometer over the value columns.
-            let mut i = 0;
-            loop {
-                if i == fields {
-                    if emitted {
-                        self.stats.alerted += 1;
+                Err(e) => {
+                    d.stats.count_error(e.kind());
+                    error.get_or_insert(e.kind());
+                    let e = if pack {
+                        e.within(&format!("rule {}", d.rule.rule_id))
                     } else {
-                        self.stats.suppressed += 1;
-                        if annotate {
-                            self.pass(text, None, sink);
-                        }
-                    }
-                    return Ok(());
+                        e
+                    };
+                    sink(Output::Error(match place {
+                        Some(p) => e.within(p),
+                        None => e,
+                    }));
                 }
-                odometer[i] += 1;
-                if odometer[i] < columns[i].len() {
-                    break;
-                }
-                odometer[i] = 0;
-                i += 1;
             }
         }
+        let s = &mut self.stats;
+        s.records += 1;
+        match (best, error) {
+            (Some(Outcome::Alerted), _) => s.alerted += 1,
+            (_, Some(kind)) => s.count_error(kind),
+            (Some(Outcome::Suppressed), None) => s.suppressed += 1,
+            (Some(Outcome::NoTerm), None) => s.no_term += 1,
+            (Some(Outcome::Excepted), None) => s.excepted += 1,
+            (Some(Outcome::Unmatched), None) => s.unmatched += 1,
+            // Every candidate failed its prefilter after a forced open (not reachable:
+            // an opened record is decided by every rule).
+            (None, None) => s.unmatched += 1,
+        }
+        if best >= Some(Outcome::NoTerm) {
+            s.matched += 1;
+        }
+        if late {
+            s.late += 1;
+        }
+        let alerted = best == Some(Outcome::Alerted);
+        let pass = match self.output {
+            OutputMode::Passthrough => alerted,
+            OutputMode::Annotate => !alerted && error.is_none(),
+            OutputMode::Alert => false,
+        };
+        if pass {
+            Detector::pass(text, None, sink);
+        }
     }
+}
 
-    /// The record's time: the rule's `timestamp_override` field when present, else
-    /// `@timestamp` (for raw CloudTrail, `eventTime`).
-    fn record_time(&self, view: &RecordView<'_>) -> Result<Nanos, RecordError> {
-        for &f in &self.time_fields {
-            let name = self.layout.field_name(f);
-            let bad = |what: String| {
-                RecordError::new(ErrorKind::BadTime, format!("field `{name}`: {what}"))
-            };
-            match view.get(&self.layout, f) {
-                Field::Absent => continue,
-                Field::Values([Scalar::Str(s), ..]) => {
-                    return time::parse_timestamp(s)
-                        .ok_or_else(|| bad(format!("`{s}` is not a timestamp")))
+/// One automaton over every rule's gate literals, plus the escapes that could hide them.
+fn build_gate(rules: &[Detection]) -> Option<Gate> {
+    let mut patterns: Vec<Vec<u8>> = Vec::new();
+    let mut rules_of: Vec<Vec<u32>> = Vec::new();
+    let mut always = Vec::new();
+    for (i, d) in rules.iter().enumerate() {
+        let lits = d.prefilter.as_ref().and_then(|p| p.gate());
+        let Some(lits) = lits else {
+            always.push(i as u32);
+            continue;
+        };
+        for lit in lits {
+            match patterns.iter().position(|p| p == lit) {
+                Some(p) => rules_of[p].push(i as u32),
+                None => {
+                    patterns.push(lit.to_vec());
+                    rules_of.push(vec![i as u32]);
                 }
-                Field::Values([Scalar::Num(n), ..]) => {
-                    return n
-                        .as_f64()
-                        .and_then(time::from_epoch_millis)
-                        .ok_or_else(|| bad(format!("{n} is not a time in epoch milliseconds")))
-                }
-                Field::Values(_) => return Err(bad("not a timestamp".into())),
-                Field::Object | Field::Mismatch => return Err(bad("not a timestamp".into())),
             }
         }
-        let names: Vec<&str> = self
-            .time_fields
-            .iter()
-            .map(|f| self.layout.field_name(*f))
-            .collect();
-        Err(RecordError::new(
-            ErrorKind::BadTime,
-            format!("no time: none of {} is present", names.join(", ")),
-        ))
     }
+    let escapes_from = patterns.len();
+    patterns.push(b"\\u".to_vec());
+    patterns.push(b"\\/".to_vec());
+    let automaton = AhoCorasick::builder()
+        .match_kind(MatchKind::Standard)
+        .build(&patterns)
+        .ok()?;
+    Some(Gate {
+        automaton,
+        rules_of,
+        escapes_from,
+        always,
+    })
 }
 
 fn first_byte(text: &[u8]) -> Option<u8> {
     text.iter().copied().find(|b| !b.is_ascii_whitespace())
-}
-
-fn is_empty(s: &Scalar<'_>) -> bool {
-    matches!(s, Scalar::Str(v) if v.is_empty())
-}
-
-fn first_text(view: &RecordView<'_>, layout: &Layout, f: FieldId) -> Option<String> {
-    match view.get(layout, f) {
-        Field::Values([first, ..]) => Some(first.text().into_owned()),
-        _ => None,
-    }
 }
 
 /// Whether the text is an object whose first key is `Records` (a CloudTrail delivery

@@ -30,6 +30,7 @@ pub enum Condition {
     Wildcard {
         field: String,
         pattern: String,
+        case_insensitive: bool,
     },
     /// The field has an IP address value inside this network.
     InNetwork {
@@ -191,9 +192,14 @@ impl Condition {
                 field: field(f)?,
                 pattern: Pattern::Exact(value.clone()),
             },
-            Condition::Wildcard { field: f, pattern } => Node::Glob {
+            Condition::Wildcard {
+                field: f,
+                pattern,
+                case_insensitive,
+            } => Node::Glob {
                 field: field(f)?,
                 pattern: pattern.clone(),
+                case_insensitive: *case_insensitive,
             },
             Condition::InNetwork { field: f, net } => Node::InNetwork {
                 field: field(f)?,
@@ -347,6 +353,7 @@ fn entry(
         "wildcard" => Condition::Wildcard {
             field,
             pattern: value_str()?.to_owned(),
+            case_insensitive: false,
         },
         "exists" => Condition::Exists { field },
         "list" => value_list(obj, field, lists).map_err(|(k, m)| (key(k), m))?,

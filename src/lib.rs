@@ -2,7 +2,8 @@
 //!
 //! Records flow one way: bytes in, a borrowed [`RecordView`] of the fields the rule reads,
 //! the rule's [`Query`], the [`TermTable`] of when each term was last seen, and an alert
-//! out. [`Detector`] drives them; the WebAssembly front ends only translate types.
+//! out. [`Detector`] drives them, for one rule or a pack; the WebAssembly front ends only
+//! translate types.
 //!
 //! ```
 //! use newterms::{Detector, Output};
@@ -18,6 +19,7 @@
 //! ```
 
 mod alert;
+mod detection;
 mod engine;
 mod error;
 pub mod exceptions;

@@ -19,8 +19,14 @@ use serde_json::Number;
 
 use crate::error::{ErrorKind, RecordError};
 
-/// How many capture slots a layout may hold (one bit each in a `u64` mask).
-pub const MAX_SLOTS: usize = 64;
+/// How many capture slots a layout may hold (one bit each in a [`Mask`]). A view holds
+/// the first [`INLINE_SLOTS`] inline; a layout with more (a large rule pack) gives each
+/// parsed record one allocation for the rest.
+pub const MAX_SLOTS: usize = 128;
+/// Capture slots held inline in a [`RecordView`].
+pub const INLINE_SLOTS: usize = 64;
+/// A set of capture slots, one bit each.
+type Mask = u128;
 
 /// A field the rule reads, by ECS name; an index into its [`Layout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,7 +121,7 @@ pub struct LayoutBuilder {
 pub struct Layout {
     paths: Vec<Box<str>>,
     fields: Vec<FieldSpec>,
-    all: u64,
+    all: Mask,
     event_source: u8,
     event_name: u8,
     error_code: u8,
@@ -179,10 +185,10 @@ impl LayoutBuilder {
         let error_code = self.slot("errorCode")?;
         let error_message = self.slot("errorMessage")?;
         let detail_type = self.slot("detail-type")?;
-        let all = if self.paths.len() == 64 {
-            u64::MAX
+        let all = if self.paths.len() == MAX_SLOTS {
+            Mask::MAX
         } else {
-            (1u64 << self.paths.len()) - 1
+            (1 << self.paths.len()) - 1
         };
         Ok(Layout {
             paths: self.paths,
@@ -276,7 +282,9 @@ static OUTCOME_SUCCESS: Scalar<'static> = Scalar::Str(Cow::Borrowed("success"));
 
 /// The fields of one record that its rule reads, borrowed from the record's text.
 pub struct RecordView<'a> {
-    caps: [Captured<'a>; MAX_SLOTS],
+    caps: [Captured<'a>; INLINE_SLOTS],
+    /// Slots past the inline ones, for layouts that have them.
+    more: Vec<Captured<'a>>,
     records: Option<Vec<&'a RawValue>>,
     detail: Option<&'a RawValue>,
     cloudtrail: bool,
@@ -287,11 +295,16 @@ impl<'a> RecordView<'a> {
     /// `Records` array and `detail` object are captured too.
     pub fn parse(text: &'a [u8], layout: &Layout, envelopes: bool) -> Result<Self, RecordError> {
         let mut view = RecordView {
-            caps: [const { Captured::Absent }; MAX_SLOTS],
+            caps: [const { Captured::Absent }; INLINE_SLOTS],
+            more: Vec::new(),
             records: None,
             detail: None,
             cloudtrail: false,
         };
+        if layout.paths.len() > INLINE_SLOTS {
+            view.more
+                .resize_with(layout.paths.len() - INLINE_SLOTS, Captured::default);
+        }
         // Validating UTF-8 up front lets the parser skip it per string, and makes a record
         // with invalid UTF-8 anywhere an error, not only in the fields the rule reads.
         let text = std::str::from_utf8(text)
@@ -312,8 +325,8 @@ impl<'a> RecordView<'a> {
                 "a record must be a JSON object",
             ));
         }
-        view.cloudtrail = has_string(&view.caps[layout.event_source as usize])
-            && has_string(&view.caps[layout.event_name as usize]);
+        view.cloudtrail =
+            has_string(view.cap(layout.event_source)) && has_string(view.cap(layout.event_name));
         Ok(view)
     }
 
@@ -333,7 +346,7 @@ impl<'a> RecordView<'a> {
     /// CloudTrail`, ...).
     pub fn eventbridge_detail(&self, layout: &Layout) -> Option<&'a RawValue> {
         let detail = self.detail?;
-        match &self.caps[layout.detail_type as usize] {
+        match self.cap(layout.detail_type) {
             Captured::One(Scalar::Str(t)) if t.ends_with("via CloudTrail") => Some(detail),
             _ => None,
         }
@@ -351,8 +364,8 @@ impl<'a> RecordView<'a> {
             Source::Slot(s) => self.slot(s),
             Source::Dataset => Field::Values(std::slice::from_ref(&DATASET_CLOUDTRAIL)),
             Source::Outcome => {
-                let failed = !matches!(self.caps[layout.error_code as usize], Captured::Absent)
-                    || !matches!(self.caps[layout.error_message as usize], Captured::Absent);
+                let failed = !matches!(self.cap(layout.error_code), Captured::Absent)
+                    || !matches!(self.cap(layout.error_message), Captured::Absent);
                 let v = if failed {
                     &OUTCOME_FAILURE
                 } else {
@@ -364,8 +377,23 @@ impl<'a> RecordView<'a> {
         }
     }
 
+    fn cap(&self, slot: u8) -> &Captured<'a> {
+        let i = slot as usize;
+        match self.caps.get(i) {
+            Some(c) => c,
+            None => &self.more[i - INLINE_SLOTS],
+        }
+    }
+
+    fn cap_mut(&mut self, slot: usize) -> &mut Captured<'a> {
+        match self.caps.get_mut(slot) {
+            Some(c) => c,
+            None => &mut self.more[slot - INLINE_SLOTS],
+        }
+    }
+
     fn slot<'v>(&'v self, slot: u8) -> Field<'v, 'a> {
-        match &self.caps[slot as usize] {
+        match self.cap(slot) {
             Captured::Absent => Field::Absent,
             Captured::One(s) => Field::Values(std::slice::from_ref(s)),
             Captured::Many(v) => Field::Values(v),
@@ -399,14 +427,14 @@ enum KeyMatch {
     /// `exact`: the slot this key completes; `prefix`: the slots it leads towards.
     Path {
         exact: Option<u8>,
-        prefix: u64,
+        prefix: Mask,
         len: usize,
     },
 }
 
 struct KeySeed<'l> {
     layout: &'l Layout,
-    cands: u64,
+    cands: Mask,
     len: usize,
     top_envelope: bool,
 }
@@ -434,7 +462,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
             }
         }
         let mut exact = None;
-        let mut prefix = 0u64;
+        let mut prefix: Mask = 0;
         let mut bits = self.cands;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -464,7 +492,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 fn walk_map<'de, A: MapAccess<'de>>(
     walk: &mut Walk<'_, '_, 'de>,
     map: &mut A,
-    cands: u64,
+    cands: Mask,
     len: usize,
     top: bool,
 ) -> Result<(), A::Error> {
@@ -554,20 +582,20 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_, '_, 'de> {
 struct ValueSeed<'w, 'l, 'v, 'a> {
     walk: &'w mut Walk<'l, 'v, 'a>,
     exact: Option<u8>,
-    prefix: u64,
+    prefix: Mask,
     len: usize,
 }
 
 impl<'de> ValueSeed<'_, '_, '_, 'de> {
     fn scalar(self, s: Scalar<'de>) {
         if let Some(i) = self.exact {
-            self.walk.view.caps[i as usize].push(s);
+            self.walk.view.cap_mut(i as usize).push(s);
         }
         let mut bits = self.prefix;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            self.walk.view.caps[i] = Captured::Mismatch;
+            *self.walk.view.cap_mut(i) = Captured::Mismatch;
         }
     }
 }
@@ -625,7 +653,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_, '_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         if let Some(i) = self.exact {
-            self.walk.view.caps[i as usize].mark_object();
+            self.walk.view.cap_mut(i as usize).mark_object();
         }
         if self.prefix != 0 {
             walk_map(self.walk, &mut map, self.prefix, self.len, false)

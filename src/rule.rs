@@ -34,10 +34,15 @@ pub enum RuleError {
     Snapshot {
         error: crate::snapshot::SnapshotError,
     },
+    /// A rule of a pack does not load: which one (its file name), and why.
+    InPack {
+        source: String,
+        error: Box<RuleError>,
+    },
 }
 
 impl RuleError {
-    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
         RuleError::Key {
             key: key.into(),
             message: message.into(),
@@ -51,6 +56,7 @@ impl RuleError {
             RuleError::Query { .. } => Some("rule.query"),
             RuleError::Snapshot { .. } => Some("snapshot"),
             RuleError::Toml { .. } => None,
+            RuleError::InPack { error, .. } => error.key_name(),
         }
     }
 }
@@ -62,6 +68,7 @@ impl fmt::Display for RuleError {
             RuleError::Key { key, message } => write!(f, "{key}: {message}"),
             RuleError::Query { error } => write!(f, "rule.query: {error}"),
             RuleError::Snapshot { error } => write!(f, "snapshot: {error}"),
+            RuleError::InPack { source, error } => write!(f, "{source}: {error}"),
         }
     }
 }
@@ -332,6 +339,9 @@ pub struct Rule {
     pub history_window: Nanos,
     /// The field read for a record's time before `@timestamp`.
     pub timestamp_override: Option<String>,
+    /// `rule.filters` (query DSL), enabled ones, negated as their `meta.negate` says: a
+    /// record must satisfy all of them as well as the query.
+    pub filters: Vec<Condition>,
     pub settings: Settings,
 }
 
@@ -371,16 +381,15 @@ impl Rule {
                 format!("`{language}` is not supported: only kuery (KQL)"),
             ));
         }
-        if rule
-            .get("filters")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty())
-        {
-            return Err(RuleError::key(
-                "rule.filters",
-                "query DSL filters are not supported yet",
-            ));
-        }
+        let filters = match rule.get("filters") {
+            None => Vec::new(),
+            Some(f) => {
+                let json = serde_json::to_value(f)
+                    .map_err(|e| RuleError::key("rule.filters", e.to_string()))?;
+                crate::query::parse_filters(&json, "rule.filters")
+                    .map_err(|e| RuleError::key(e.key, e.message))?
+            }
+        };
         let new_terms = get_table(rule, "rule.", "new_terms")?;
         let fields = match new_terms.get("value") {
             Some(Value::Array(a)) => a
@@ -469,6 +478,7 @@ impl Rule {
             new_terms_fields: fields,
             history_window,
             timestamp_override,
+            filters,
             settings,
         })
     }

@@ -16,6 +16,17 @@
 //! terms      count times: i64 last_seen, u32 length, bytes
 //! checksum   u64      FNV-1a 64 of everything before it
 //! ```
+//!
+//! A rule pack's state is its rules' snapshots in one container, version 1:
+//!
+//! ```text
+//! magic      8 bytes  "NEWTERMP"
+//! version    u16      1
+//! reserved   u16      0
+//! count      u32
+//! snapshots  count times: u64 length, then one rule's snapshot as above
+//! checksum   u64      FNV-1a 64 of everything before it
+//! ```
 
 use std::fmt;
 
@@ -23,6 +34,49 @@ use crate::time::Nanos;
 
 const MAGIC: &[u8; 8] = b"NEWTERMS";
 const VERSION: u16 = 1;
+const PACK_MAGIC: &[u8; 8] = b"NEWTERMP";
+const PACK_VERSION: u16 = 1;
+
+/// Encodes the snapshots of a pack's rules as one container.
+pub fn encode_pack(snapshots: &[Snapshot]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(PACK_MAGIC);
+    out.extend_from_slice(&PACK_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(snapshots.len() as u32).to_le_bytes());
+    for s in snapshots {
+        let one = s.encode();
+        out.extend_from_slice(&(one.len() as u64).to_le_bytes());
+        out.extend_from_slice(&one);
+    }
+    let sum = fnv1a(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Decodes a pack container or a single rule's snapshot, as a list of rule snapshots.
+pub fn decode_any(bytes: &[u8]) -> Result<Vec<Snapshot>, SnapshotError> {
+    if bytes.len() < PACK_MAGIC.len() || &bytes[..PACK_MAGIC.len()] != PACK_MAGIC {
+        return Snapshot::decode(bytes).map(|s| vec![s]);
+    }
+    let mut r = checked_body(bytes, PACK_VERSION)?;
+    let body = r.bytes;
+    let _reserved = u16::from_le_bytes(r.array()?);
+    let count = u32::from_le_bytes(r.array()?);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = u64::from_le_bytes(r.array()?);
+        let len = usize::try_from(len).map_err(|_| SnapshotError::Truncated { at: r.at })?;
+        out.push(Snapshot::decode(r.take(len)?)?);
+    }
+    if r.at != body.len() {
+        return Err(SnapshotError::Malformed(format!(
+            "{} bytes after the rules' snapshots",
+            body.len() - r.at
+        )));
+    }
+    Ok(out)
+}
 
 /// The decoded content of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,28 +165,8 @@ impl Snapshot {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(SnapshotError::Foreign);
         }
-        let mut r = Reader {
-            bytes,
-            at: MAGIC.len(),
-        };
-        let version = u16::from_le_bytes(r.array()?);
-        if version != VERSION {
-            return Err(SnapshotError::Version(version));
-        }
-        if bytes.len() < 8 + MAGIC.len() + 4 {
-            return Err(SnapshotError::Truncated { at: bytes.len() });
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 8);
-        let mut sum_bytes = [0u8; 8];
-        sum_bytes.copy_from_slice(sum);
-        if fnv1a(body) != u64::from_le_bytes(sum_bytes) {
-            // A short file fails here too; say which when we can.
-            return Err(SnapshotError::Corrupt);
-        }
-        let mut r = Reader {
-            bytes: body,
-            at: r.at,
-        };
+        let mut r = checked_body(bytes, VERSION)?;
+        let body = r.bytes;
         let _reserved = u16::from_le_bytes(r.array()?);
         let rule_id = r.string("rule_id")?;
         let nfields = u32::from_le_bytes(r.array()?) as usize;
@@ -183,6 +217,30 @@ impl Snapshot {
             terms,
         })
     }
+}
+
+/// Checks the version after the 8-byte magic and the trailing checksum; returns a reader
+/// over the bytes before the checksum, at the reserved field.
+fn checked_body(bytes: &[u8], version: u16) -> Result<Reader<'_>, SnapshotError> {
+    let mut r = Reader { bytes, at: 8 };
+    let found = u16::from_le_bytes(r.array()?);
+    if found != version {
+        return Err(SnapshotError::Version(found));
+    }
+    if bytes.len() < r.at + 2 + 4 + 8 {
+        return Err(SnapshotError::Truncated { at: bytes.len() });
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    let mut sum_bytes = [0u8; 8];
+    sum_bytes.copy_from_slice(sum);
+    if fnv1a(body) != u64::from_le_bytes(sum_bytes) {
+        // A short file fails here too.
+        return Err(SnapshotError::Corrupt);
+    }
+    Ok(Reader {
+        bytes: body,
+        at: r.at,
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -254,6 +312,25 @@ mod tests {
             ..sample()
         };
         assert_eq!(Snapshot::decode(&empty.encode()), Ok(empty));
+    }
+
+    #[test]
+    fn packs_round_trip_and_damage_is_an_error() {
+        let other = Snapshot {
+            rule_id: "s".into(),
+            ..sample()
+        };
+        let bytes = encode_pack(&[sample(), other.clone()]);
+        assert_eq!(decode_any(&bytes), Ok(vec![sample(), other]));
+        assert_eq!(decode_any(&sample().encode()), Ok(vec![sample()]));
+        for cut in 0..bytes.len() {
+            assert!(decode_any(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 10..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(decode_any(&b).is_err(), "flip at {i}");
+        }
     }
 
     #[test]

@@ -11,6 +11,44 @@ pub enum Expr {
         field: String,
         value: ValueExpr,
     },
+    /// `field >= value` (and `<=`, `>`, `<`).
+    Range {
+        field: String,
+        op: RangeOp,
+        value: String,
+    },
+}
+
+/// A range comparison's operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeOp {
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+impl RangeOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RangeOp::Lt => "<",
+            RangeOp::Lte => "<=",
+            RangeOp::Gt => ">",
+            RangeOp::Gte => ">=",
+        }
+    }
+
+    /// Whether `ordering` (the value against the bound) satisfies the operator.
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        matches!(
+            (self, ordering),
+            (RangeOp::Lt, Less)
+                | (RangeOp::Lte, Less | Equal)
+                | (RangeOp::Gt, Greater)
+                | (RangeOp::Gte, Greater | Equal)
+        )
+    }
 }
 
 /// The right-hand side of `field:`; `field: (a or b)` is a tree of values.
@@ -60,6 +98,11 @@ impl std::fmt::Display for Expr {
                 write_bare(f, field)?;
                 write!(f, ": ({value})")
             }
+            Expr::Range { field, op, value } => {
+                write_bare(f, field)?;
+                write!(f, " {} ", op.as_str())?;
+                write_quoted(f, value)
+            }
         }
     }
 }
@@ -70,20 +113,7 @@ impl std::fmt::Display for ValueExpr {
             ValueExpr::And(items) => join(f, items, " and "),
             ValueExpr::Or(items) => join(f, items, " or "),
             ValueExpr::Not(v) => write!(f, "not ({v})"),
-            ValueExpr::Value(Pattern::Exact(s)) => {
-                f.write_str("\"")?;
-                for c in s.chars() {
-                    match c {
-                        '"' => f.write_str("\\\"")?,
-                        '\\' => f.write_str("\\\\")?,
-                        '\n' => f.write_str("\\n")?,
-                        '\t' => f.write_str("\\t")?,
-                        '\r' => f.write_str("\\r")?,
-                        c => write!(f, "{c}")?,
-                    }
-                }
-                f.write_str("\"")
-            }
+            ValueExpr::Value(Pattern::Exact(s)) => write_quoted(f, s),
             ValueExpr::Value(Pattern::Wildcard(pieces)) => {
                 for (i, piece) in pieces.iter().enumerate() {
                     if i > 0 {
@@ -95,6 +125,22 @@ impl std::fmt::Display for ValueExpr {
             }
         }
     }
+}
+
+/// A quoted string, with the escapes KQL reads back.
+fn write_quoted(f: &mut std::fmt::Formatter<'_>, s: &str) -> std::fmt::Result {
+    f.write_str("\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\t' => f.write_str("\\t")?,
+            '\r' => f.write_str("\\r")?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"")
 }
 
 /// A bare word, every character the tokenizer treats specially escaped; a word that reads

@@ -1,9 +1,12 @@
 //! A parsed query bound to a record layout, and its evaluation against one record.
 
-use super::ast::{Expr, Pattern, ValueExpr};
+use std::cmp::Ordering;
+
+use super::ast::{Expr, Pattern, RangeOp, ValueExpr};
 use super::error::QueryError;
 use crate::error::{ErrorKind, RecordError};
-use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView};
+use crate::exceptions::Cidr;
+use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
 
 /// A compiled query node: value lists are distributed over their field, so every leaf
 /// reads one field.
@@ -17,21 +20,28 @@ pub enum Node {
         pattern: Pattern,
     },
     Exists(FieldId),
-    /// A value matches a wildcard with `*` and `?` (exception entries).
+    /// A value matches a wildcard with `*` and `?` (exception entries, filters).
     Glob {
         field: FieldId,
         pattern: String,
+        case_insensitive: bool,
+    },
+    /// A value compares with a bound (`field >= 5`).
+    Range {
+        field: FieldId,
+        op: RangeOp,
+        bound: Bound,
     },
     /// A value is an IP address inside a network (exception entries on IP fields).
     InNetwork {
         field: FieldId,
-        net: crate::exceptions::Cidr,
+        net: Cidr,
     },
     /// A value is one of a set, or an IP address inside one of the networks (value lists).
     InSet {
         field: FieldId,
         values: hashbrown::HashSet<String>,
-        nets: Vec<crate::exceptions::Cidr>,
+        nets: Vec<Cidr>,
     },
 }
 
@@ -54,22 +64,89 @@ pub(crate) fn compile(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Node, Q
             let id = layout
                 .field(field)
                 .map_err(|_| QueryError::too_many_fields())?;
-            distribute(id, value)
+            distribute(id, value, is_ip_field(field))
         }
+        Expr::Range { field, op, value } => Node::Range {
+            field: layout
+                .field(field)
+                .map_err(|_| QueryError::too_many_fields())?,
+            op: *op,
+            bound: Bound::new(value),
+        },
     })
+}
+
+/// Whether an ECS field is of type `ip` (`source.ip`, `host.ip`, `related.ip`,
+/// `source.nat.ip` ...): there a value in CIDR notation is a network, and an address
+/// matches whatever way it is written.
+pub fn is_ip_field(name: &str) -> bool {
+    name == "ip" || name.ends_with(".ip")
+}
+
+/// A range bound, read as a number and as a time where it can be.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    text: String,
+    number: Option<f64>,
+    time: Option<crate::time::Nanos>,
+}
+
+impl Bound {
+    pub fn new(text: &str) -> Bound {
+        Bound {
+            text: text.to_owned(),
+            number: text.parse::<f64>().ok().filter(|n| n.is_finite()),
+            time: crate::time::parse_timestamp(text),
+        }
+    }
+
+    /// How `value` compares with the bound: as numbers when both are numbers, as times
+    /// when both are timestamps, else as text (keyword order); `None` when a number or
+    /// time bound meets a value that is neither.
+    fn compare(&self, value: &Scalar<'_>) -> Option<Ordering> {
+        match value {
+            Scalar::Num(n) => self
+                .number?
+                .partial_cmp(&n.as_f64()?)
+                .map(Ordering::reverse),
+            Scalar::Bool(_) => None,
+            Scalar::Str(s) => {
+                if let (Some(b), Ok(v)) = (self.number, s.parse::<f64>()) {
+                    return v.partial_cmp(&b);
+                }
+                if let (Some(b), Some(v)) = (self.time, crate::time::parse_timestamp(s)) {
+                    return Some(v.cmp(&b));
+                }
+                if self.number.is_some() || self.time.is_some() {
+                    return None;
+                }
+                Some(s.as_ref().cmp(self.text.as_str()))
+            }
+        }
+    }
 }
 
 /// `f: (a or b)` is `f: a or f: b`; `f: (a and b)` is `f: a and f: b` (on an array field
 /// the two may hold for different elements, as in Elasticsearch).
-fn distribute(field: FieldId, value: &ValueExpr) -> Node {
+fn distribute(field: FieldId, value: &ValueExpr, ip: bool) -> Node {
+    let each = |items: &[ValueExpr]| items.iter().map(|v| distribute(field, v, ip)).collect();
     match value {
-        ValueExpr::And(items) => Node::And(items.iter().map(|v| distribute(field, v)).collect()),
-        ValueExpr::Or(items) => Node::Or(items.iter().map(|v| distribute(field, v)).collect()),
-        ValueExpr::Not(v) => Node::Not(Box::new(distribute(field, v))),
+        ValueExpr::And(items) => Node::And(each(items)),
+        ValueExpr::Or(items) => Node::Or(each(items)),
+        ValueExpr::Not(v) => Node::Not(Box::new(distribute(field, v, ip))),
         ValueExpr::Value(p) if p.is_exists() => Node::Exists(field),
-        ValueExpr::Value(p) => Node::Match {
-            field,
-            pattern: p.clone(),
+        ValueExpr::Value(p) => match p {
+            Pattern::Exact(s) if ip => match Cidr::parse(s) {
+                Some(net) => Node::InNetwork { field, net },
+                None => Node::Match {
+                    field,
+                    pattern: p.clone(),
+                },
+            },
+            _ => Node::Match {
+                field,
+                pattern: p.clone(),
+            },
         },
     }
 }
@@ -101,12 +178,36 @@ impl Node {
                 Field::Values(_) | Field::Object => Ok(true),
                 Field::Mismatch => Err(wrong_type(layout, *f, false)),
             },
-            Node::Match { field, pattern } => {
-                any_value(view, layout, *field, |t| pattern.matches(t))
-            }
-            Node::Glob { field, pattern } => any_value(view, layout, *field, |t| {
+            Node::Match { field, pattern } => match view.get(layout, *field) {
+                Field::Values(values) => Ok(values.iter().any(|v| match v {
+                    // A number matches a number however either is written (`5`, `5.0`).
+                    Scalar::Num(n) => {
+                        pattern.matches(&v.text()) || numbers_equal(pattern, n.as_f64())
+                    }
+                    _ => pattern.matches(&v.text()),
+                })),
+                _ => any_value(view, layout, *field, |_| false),
+            },
+            Node::Glob {
+                field,
+                pattern,
+                case_insensitive: false,
+            } => any_value(view, layout, *field, |t| {
                 crate::exceptions::glob(pattern, t)
             }),
+            Node::Glob {
+                field,
+                pattern,
+                case_insensitive: true,
+            } => any_value(view, layout, *field, |t| {
+                crate::exceptions::glob(&pattern.to_lowercase(), &t.to_lowercase())
+            }),
+            Node::Range { field, op, bound } => match view.get(layout, *field) {
+                Field::Values(values) => Ok(values
+                    .iter()
+                    .any(|v| bound.compare(v).is_some_and(|o| op.holds(o)))),
+                _ => any_value(view, layout, *field, |_| false),
+            },
             Node::InNetwork { field, net } => any_value(view, layout, *field, |t| net.contains(t)),
             Node::InSet {
                 field,
@@ -116,6 +217,13 @@ impl Node {
                 values.contains(t) || nets.iter().any(|n| n.contains(t))
             }),
         }
+    }
+}
+
+fn numbers_equal(pattern: &Pattern, value: Option<f64>) -> bool {
+    match (pattern, value) {
+        (Pattern::Exact(s), Some(v)) => s.parse::<f64>().is_ok_and(|p| p == v),
+        _ => false,
     }
 }
 

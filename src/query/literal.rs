@@ -75,6 +75,23 @@ impl Prefilter {
             .collect()
     }
 
+    /// The literals of the most selective group (its shortest literal the longest): a
+    /// record that can match contains one of them, or an escape (`\u`, `\/`) that could
+    /// hide one. None when nothing is required. A rule pack searches all its rules'
+    /// gates in one pass.
+    pub fn gate(&self) -> Option<Vec<&[u8]>> {
+        self.groups
+            .iter()
+            .max_by_key(|g| {
+                g.finders
+                    .iter()
+                    .map(|f| f.needle().len())
+                    .min()
+                    .unwrap_or(0)
+            })
+            .map(|g| g.finders.iter().map(|f| f.needle()).collect())
+    }
+
     /// False only when the record's text cannot match the query.
     pub fn may_match(&self, text: &[u8]) -> bool {
         // Whether `text` has escapes that could hide a literal: each searched at most once,
@@ -126,7 +143,8 @@ fn required(node: &Node, layout: &Layout) -> Vec<Vec<String>> {
         | Node::Exists(_)
         | Node::Glob { .. }
         | Node::InNetwork { .. }
-        | Node::InSet { .. } => Vec::new(),
+        | Node::InSet { .. }
+        | Node::Range { .. } => Vec::new(),
         Node::Match { field, pattern } => {
             if !verbatim_in_text(layout.field_name(*field)) {
                 return Vec::new();

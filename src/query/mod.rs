@@ -2,12 +2,14 @@
 
 mod ast;
 mod compile;
+mod dsl;
 mod error;
 mod literal;
 mod parse;
 
 pub use ast::{Expr, Pattern, ValueExpr};
-pub use compile::Node;
+pub use compile::{is_ip_field, Bound, Node};
+pub use dsl::{parse_filters, DslError};
 pub use error::{QueryError, QueryErrorKind};
 pub use literal::Prefilter;
 pub use parse::parse;
@@ -30,6 +32,18 @@ impl Query {
         Ok(Query {
             root: compile::compile(&expr, layout)?,
         })
+    }
+
+    /// The query with further conditions that must also hold (the rule's filters).
+    pub fn and(self, more: Vec<Node>) -> Query {
+        if more.is_empty() {
+            return self;
+        }
+        let mut all = vec![self.root];
+        all.extend(more);
+        Query {
+            root: Node::And(all),
+        }
     }
 
     pub fn root(&self) -> &Node {

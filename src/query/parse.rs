@@ -1,12 +1,13 @@
 //! KQL text to [`Expr`].
 //!
 //! Supported: `and`, `or`, `not` (any case), parentheses, `field: "quoted"`, `field: bare`
-//! with `*` wildcards and `\`-escapes, `field: *`, and value lists `field: (a or b and not
-//! c)`. Everything else KQL has is reported as unsupported, with its position: ranges
-//! (`field > 5`), nested queries (`field: { ... }`), terms without a field, and wildcards in
+//! with `*` wildcards and `\`-escapes, `field: *`, value lists `field: (a or b and not
+//! c)`, ranges `field >= value`, and nested queries `field: { inner: x and other: y }`
+//! (read as the query over `field.inner` and `field.other`). Everything else KQL has is
+//! reported as unsupported, with its position: terms without a field, and wildcards in
 //! field names.
 
-use super::ast::{Expr, Pattern, ValueExpr};
+use super::ast::{Expr, Pattern, RangeOp, ValueExpr};
 use super::error::QueryError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +17,7 @@ enum Tok {
     LBrace,
     RBrace,
     Colon,
-    Range,
+    Range(RangeOp),
     And,
     Or,
     Not,
@@ -49,10 +50,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, QueryError> {
             '}' => Some(Tok::RBrace),
             ':' => Some(Tok::Colon),
             '<' | '>' => {
-                if chars.get(i + 1) == Some(&'=') {
+                let or_equal = chars.get(i + 1) == Some(&'=');
+                if or_equal {
                     i += 1;
                 }
-                Some(Tok::Range)
+                Some(Tok::Range(match (c, or_equal) {
+                    ('<', false) => RangeOp::Lt,
+                    ('<', true) => RangeOp::Lte,
+                    ('>', false) => RangeOp::Gt,
+                    _ => RangeOp::Gte,
+                }))
             }
             _ => None,
         };
@@ -151,6 +158,25 @@ fn quoted(chars: &[char], start: usize) -> Result<(String, usize), QueryError> {
     Err(QueryError::syntax("a quoted string is not closed", start))
 }
 
+/// A nested query's expression with its fields taken under `parent`.
+fn under(parent: &str, e: Expr) -> Expr {
+    let name = |f: String| format!("{parent}.{f}");
+    match e {
+        Expr::And(items) => Expr::And(items.into_iter().map(|e| under(parent, e)).collect()),
+        Expr::Or(items) => Expr::Or(items.into_iter().map(|e| under(parent, e)).collect()),
+        Expr::Not(e) => Expr::Not(Box::new(under(parent, *e))),
+        Expr::Field { field, value } => Expr::Field {
+            field: name(field),
+            value,
+        },
+        Expr::Range { field, op, value } => Expr::Range {
+            field: name(field),
+            op,
+            value,
+        },
+    }
+}
+
 struct Parser {
     toks: Vec<Token>,
     at: usize,
@@ -188,7 +214,7 @@ fn describe(t: &Tok) -> &'static str {
         Tok::LBrace => "`{`",
         Tok::RBrace => "`}`",
         Tok::Colon => "`:`",
-        Tok::Range => "a range operator",
+        Tok::Range(_) => "a range operator",
         Tok::And => "`and`",
         Tok::Or => "`or`",
         Tok::Not => "`not`",
@@ -275,19 +301,48 @@ impl Parser {
                         if field.is_empty() {
                             return Err(QueryError::syntax("empty field name", pos));
                         }
-                        if self.peek().map(|t| &t.tok) == Some(&Tok::LBrace) {
-                            return Err(QueryError::unsupported(
-                                "a nested query (`field: { ... }`)",
-                                self.pos(),
-                            ));
+                        if self.eat(&Tok::LBrace) {
+                            let inner = self.or_expr()?;
+                            if !self.eat(&Tok::RBrace) {
+                                return Err(QueryError::syntax(
+                                    "expected `}` closing the nested query",
+                                    self.pos(),
+                                ));
+                            }
+                            return Ok(under(&field, inner));
                         }
                         let value = self.value_top()?;
                         Ok(Expr::Field { field, value })
                     }
-                    Some((Tok::Range, p)) => Err(QueryError::unsupported(
-                        "a range comparison (`<`, `<=`, `>`, `>=`)",
-                        p,
-                    )),
+                    Some((Tok::Range(op), _)) => {
+                        if pieces.len() > 1 {
+                            return Err(QueryError::unsupported("a wildcard in a field name", pos));
+                        }
+                        self.at += 1;
+                        let at = self.pos();
+                        let value = match self.peek().map(|t| t.tok.clone()) {
+                            Some(Tok::Quoted(s)) => s,
+                            Some(Tok::Bare(p)) if p.len() == 1 => p.concat(),
+                            Some(Tok::Bare(_)) => {
+                                return Err(QueryError::syntax(
+                                    "a range bound cannot hold a wildcard",
+                                    at,
+                                ))
+                            }
+                            _ => {
+                                return Err(QueryError::syntax(
+                                    "expected a value after the range operator",
+                                    at,
+                                ))
+                            }
+                        };
+                        self.at += 1;
+                        Ok(Expr::Range {
+                            field: pieces.concat(),
+                            op,
+                            value,
+                        })
+                    }
                     _ => Err(QueryError::unsupported(
                         "a value without a field (full-text search)",
                         pos,
@@ -376,15 +431,15 @@ impl Parser {
                     Pattern::Wildcard(pieces)
                 }
             }
-            Tok::Range => {
-                return Err(QueryError::unsupported(
-                    "a range comparison (`<`, `<=`, `>`, `>=`)",
+            Tok::Range(_) => {
+                return Err(QueryError::syntax(
+                    "a range operator goes between a field and a value (`field >= 5`)",
                     pos,
                 ))
             }
             Tok::LBrace => {
-                return Err(QueryError::unsupported(
-                    "a nested query (`field: { ... }`)",
+                return Err(QueryError::syntax(
+                    "a nested query goes right after `field:`, not inside a value list",
                     pos,
                 ))
             }
@@ -482,16 +537,45 @@ and not aws.cloudtrail.user_identity.type: "AssumedRole""#;
     }
 
     #[test]
-    fn errors_name_construct_and_position() {
-        let e = parse("a: 1 and b > 5").unwrap_err();
+    fn ranges_and_nested_queries() {
         assert_eq!(
-            e.kind(),
-            &QueryErrorKind::Unsupported("a range comparison (`<`, `<=`, `>`, `>=`)")
+            parse(r#"a: 1 and b >= 5 and c < "x y""#).unwrap(),
+            Expr::And(vec![
+                field("a", Pattern::Exact("1".into())),
+                Expr::Range {
+                    field: "b".into(),
+                    op: RangeOp::Gte,
+                    value: "5".into()
+                },
+                Expr::Range {
+                    field: "c".into(),
+                    op: RangeOp::Lt,
+                    value: "x y".into()
+                },
+            ])
         );
-        assert_eq!(e.position(), 11);
-        let e = parse("a: { b: 1 }").unwrap_err();
-        assert!(matches!(e.kind(), QueryErrorKind::Unsupported(_)));
-        assert_eq!(e.position(), 3);
+        assert_eq!(
+            parse("a: { b: 1 and not c: { d > 2 } }").unwrap(),
+            Expr::And(vec![
+                field("a.b", Pattern::Exact("1".into())),
+                Expr::Not(Box::new(Expr::Range {
+                    field: "a.c.d".into(),
+                    op: RangeOp::Gt,
+                    value: "2".into()
+                })),
+            ])
+        );
+    }
+
+    #[test]
+    fn errors_name_construct_and_position() {
+        let e = parse("a: 1 and b > 5*").unwrap_err();
+        assert!(matches!(e.kind(), QueryErrorKind::Syntax(_)));
+        assert_eq!(e.position(), 13);
+        assert_eq!(parse("a: { b: 1 ").unwrap_err().position(), 10);
+        assert_eq!(parse("a: (b or { c: 1 })").unwrap_err().position(), 9);
+        assert!(parse("a >").is_err());
+        assert!(parse("> 5").is_err());
         assert!(matches!(
             parse("foo").unwrap_err().kind(),
             QueryErrorKind::Unsupported(_)
@@ -520,6 +604,7 @@ mod round_trip {
             r#"a: *x\:y\ z* and b: "\\" and c: "line\nbreak""#,
             "a: * or not (b: 1 and c: true)",
             r#"\not: x and a\:b: y and c: \or*"#,
+            r#"a >= 5 and b < "x\"y" and c: { d <= 2 or e: f }"#,
         ] {
             let e = parse(q).unwrap();
             let printed = e.to_string();

@@ -24,6 +24,8 @@ struct Case {
     #[serde(default)]
     rule_append: String,
     rule: Option<String>,
+    /// A rule file under `host-test/tests/`, as the rule.
+    rule_file: Option<String>,
     #[serde(default)]
     settings: String,
     /// KQL exception conditions, added to the settings as `exceptions`.
@@ -86,6 +88,13 @@ fn load() -> Vec<Case> {
 fn rule_text(case: &Case) -> String {
     if let Some(r) = &case.rule {
         return r.clone();
+    }
+    if let Some(f) = &case.rule_file {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(f);
+        return std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: reading {}: {e}", case.name, path.display()));
     }
     let mut text = newterms::DEFAULT_RULE.to_owned();
     for (from, to) in &case.rule_replace {

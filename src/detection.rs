@@ -1,0 +1,363 @@
+//! One rule's decision over a parsed record: its query and filters, its exceptions, its
+//! term table, its alerts and its counters. The [`crate::Detector`] offers each record to
+//! the detections of its rules.
+
+use std::borrow::Cow;
+
+use crate::alert::{self, AlertFacts};
+use crate::error::{ErrorKind, RecordError};
+use crate::query::{self, Prefilter, Query};
+use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar, TooManyFields};
+use crate::rule::{OutputMode, Rule, RuleError};
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::stats::Stats;
+use crate::terms::{TermLimits, TermTable};
+use crate::time::{self, Nanos};
+
+/// The most term combinations one record may produce (array values multiply).
+pub const MAX_COMBINATIONS: usize = 1000;
+
+/// Separates the values of a term tuple in its key: a byte UTF-8 never contains.
+const TUPLE_SEPARATOR: u8 = 0xff;
+
+/// What one rule made of one record it was offered (in order of precedence, lowest
+/// first, when a pack sums its rules up for a record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Outcome {
+    Unmatched,
+    Excepted,
+    NoTerm,
+    Suppressed,
+    Alerted,
+}
+
+fn too_many(_: TooManyFields) -> RuleError {
+    RuleError::Query {
+        error: query::QueryError::too_many_fields(),
+    }
+}
+
+/// One rule, compiled against a (possibly shared) record layout.
+#[derive(Debug)]
+pub(crate) struct Detection {
+    pub(crate) rule: Rule,
+    query: Query,
+    /// Set once the layout is built.
+    pub(crate) prefilter: Option<Prefilter>,
+    term_fields: Vec<FieldId>,
+    time_fields: Vec<FieldId>,
+    /// The exception items, compiled; and how many records each excepted.
+    exceptions: Vec<(String, query::Node)>,
+    pub(crate) excepted_by: Vec<u64>,
+    pub(crate) terms: TermTable,
+    /// What this rule decided: every counter but `records` and `prefiltered`, which the
+    /// detector derives (see [`crate::Detector::rule_stats`]).
+    pub(crate) stats: Stats,
+    /// Records offered to this rule after its prefilter (decided or in error).
+    pub(crate) offered: u64,
+    /// The key of the current term, reused between records.
+    key: Vec<u8>,
+}
+
+impl Detection {
+    /// Compiles `rule`, registering every field it reads with `b`.
+    pub(crate) fn compile(rule: Rule, b: &mut LayoutBuilder) -> Result<Detection, RuleError> {
+        let filters = rule
+            .filters
+            .iter()
+            .map(|c| c.compile(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| RuleError::key("rule.filters", error.to_string()))?;
+        let query = Query::compile(&rule.query, b)
+            .map_err(|error| RuleError::Query { error })?
+            .and(filters);
+        let term_fields = rule
+            .new_terms_fields
+            .iter()
+            .map(|f| b.field(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(too_many)?;
+        let mut time_fields = Vec::new();
+        if let Some(f) = &rule.timestamp_override {
+            time_fields.push(b.field(f).map_err(too_many)?);
+        }
+        let ts = b.field("@timestamp").map_err(too_many)?;
+        if !time_fields.contains(&ts) {
+            time_fields.push(ts);
+        }
+        let exceptions = rule
+            .settings
+            .exceptions
+            .iter()
+            .map(|item| {
+                item.condition
+                    .compile(b)
+                    .map(|node| (item.id.clone(), node))
+                    .map_err(|error| RuleError::Key {
+                        key: format!("exception {}", item.id),
+                        message: error.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let excepted_by = vec![0; exceptions.len()];
+        let terms = TermTable::new(TermLimits {
+            window: rule.history_window,
+            allowed_lateness: rule.settings.allowed_lateness,
+            max_terms: rule.settings.max_terms,
+            max_bytes: rule.settings.max_table_bytes,
+        });
+        Ok(Detection {
+            rule,
+            query,
+            prefilter: None,
+            term_fields,
+            time_fields,
+            exceptions,
+            excepted_by,
+            terms,
+            stats: Stats::default(),
+            offered: 0,
+            key: Vec::new(),
+        })
+    }
+
+    /// The prefilter, once the layout is known.
+    pub(crate) fn finish(&mut self, layout: &Layout) {
+        self.prefilter = Some(self.query.prefilter(layout));
+    }
+
+    pub(crate) fn may_match(&self, text: &[u8]) -> bool {
+        self.prefilter.as_ref().is_none_or(|p| p.may_match(text))
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rule_id: self.rule.rule_id.clone(),
+            fields: self.rule.new_terms_fields.clone(),
+            window: self.rule.history_window,
+            watermark: self.terms.watermark(),
+            terms: self
+                .terms
+                .entries()
+                .into_iter()
+                .map(|(k, t)| (k.to_vec(), t))
+                .collect(),
+        }
+    }
+
+    /// Takes the term table of `snap`, which must be of this rule and its fields.
+    pub(crate) fn restore(&mut self, snap: Snapshot) -> Result<(), SnapshotError> {
+        if snap.rule_id != self.rule.rule_id || snap.fields != self.rule.new_terms_fields {
+            return Err(SnapshotError::OtherRule {
+                snapshot: format!("rule {} over [{}]", snap.rule_id, snap.fields.join(", ")),
+                rule: format!(
+                    "rule {} over [{}]",
+                    self.rule.rule_id,
+                    self.rule.new_terms_fields.join(", ")
+                ),
+            });
+        }
+        self.terms = TermTable::restore(self.terms.limits(), snap.watermark, snap.terms);
+        Ok(())
+    }
+
+    /// Query, exceptions, terms, time, table, alerts. Any error returns before the table
+    /// is touched. Emits alert documents only (in `annotate` mode the first new
+    /// combination's); passing records on is the detector's part.
+    pub(crate) fn decide(
+        &mut self,
+        text: &[u8],
+        view: &RecordView<'_>,
+        layout: &Layout,
+        event_id: FieldId,
+        output: OutputMode,
+        sink: &mut dyn FnMut(crate::Output<'_>),
+    ) -> Result<(Outcome, bool), RecordError> {
+        if !self.query.matches(view, layout)? {
+            self.stats.unmatched += 1;
+            return Ok((Outcome::Unmatched, false));
+        }
+        // An exception item that holds takes the record out of the rule altogether.
+        let mut excepted = None;
+        for (i, (_, node)) in self.exceptions.iter().enumerate() {
+            if node.eval(view, layout)? {
+                excepted = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = excepted {
+            self.stats.excepted += 1;
+            self.excepted_by[i] += 1;
+            return Ok((Outcome::Excepted, false));
+        }
+        let mut columns: [&[Scalar<'_>]; 3] = [&[]; 3];
+        let mut combinations = 1usize;
+        for (i, f) in self.term_fields.iter().enumerate() {
+            columns[i] = match view.get(layout, *f) {
+                Field::Absent => &[],
+                Field::Values(v) => v,
+                Field::Object => return Err(query::wrong_type(layout, *f, true)),
+                Field::Mismatch => return Err(query::wrong_type(layout, *f, false)),
+            };
+            combinations =
+                combinations.saturating_mul(columns[i].iter().filter(|s| !is_empty(s)).count());
+        }
+        let fields = self.term_fields.len();
+        if combinations == 0 {
+            self.stats.matched += 1;
+            self.stats.no_term += 1;
+            return Ok((Outcome::NoTerm, false));
+        }
+        if combinations > MAX_COMBINATIONS {
+            return Err(RecordError::new(
+                ErrorKind::TooLarge,
+                format!("its new-terms fields give {combinations} combinations, over the limit of {MAX_COMBINATIONS}"),
+            ));
+        }
+        let ts = self.record_time(view, layout)?;
+        // A term the table could never hold is refused, not stored and not alerted on
+        // forever after. The longest combination is the sum of each field's longest value.
+        let longest: usize = columns[..fields]
+            .iter()
+            .map(|c| c.iter().map(|s| s.text().len()).max().unwrap_or(0))
+            .sum::<usize>()
+            + fields.saturating_sub(1);
+        if !self.terms.fits(longest) {
+            return Err(RecordError::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "a term of {longest} bytes cannot be held within max_table_bytes = {}",
+                    self.rule.settings.max_table_bytes
+                ),
+            ));
+        }
+
+        // From here on the record is accepted: count it and update the table.
+        self.stats.matched += 1;
+        let late = self.terms.is_late(ts);
+        if late {
+            self.stats.late += 1;
+        }
+        let mut odometer = [0usize; 3];
+        let mut alerted = false;
+        loop {
+            let mut values: [Cow<'_, str>; 3] =
+                [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
+            let mut complete = true;
+            for i in 0..fields {
+                match columns[i].get(odometer[i]) {
+                    Some(s) if !is_empty(s) => values[i] = s.text(),
+                    _ => complete = false,
+                }
+            }
+            if complete {
+                self.key.clear();
+                for (i, v) in values[..fields].iter().enumerate() {
+                    if i > 0 {
+                        self.key.push(TUPLE_SEPARATOR);
+                    }
+                    self.key.extend_from_slice(v.as_bytes());
+                }
+                if self.terms.observe(&self.key, ts).new {
+                    self.stats.alerts += 1;
+                    let render =
+                        output == OutputMode::Alert || (output == OutputMode::Annotate && !alerted);
+                    if render {
+                        let terms: [&str; 3] = [&values[0], &values[1], &values[2]];
+                        let event_id = first_text(view, layout, event_id);
+                        let facts = AlertFacts {
+                            rule: &self.rule,
+                            terms: &terms[..fields],
+                            time: ts,
+                            event_id: event_id.as_deref(),
+                        };
+                        // The table already holds the term: a record the alert cannot be
+                        // built from (a lone surrogate escape in a field the rule does not
+                        // read) is reported, and the sighting stands.
+                        match alert::render(text, &facts) {
+                            Ok(doc) => sink(crate::Output::Emit(Cow::Owned(doc))),
+                            Err(e) => {
+                                self.stats.count_error(e.kind());
+                                sink(crate::Output::Error(e));
+                            }
+                        }
+                    }
+                    alerted = true;
+                }
+            }
+            // Advance the odometer over the value columns.
+            let mut i = 0;
+            loop {
+                if i == fields {
+                    return Ok(if alerted {
+                        self.stats.alerted += 1;
+                        (Outcome::Alerted, late)
+                    } else {
+                        self.stats.suppressed += 1;
+                        (Outcome::Suppressed, late)
+                    });
+                }
+                odometer[i] += 1;
+                if odometer[i] < columns[i].len() {
+                    break;
+                }
+                odometer[i] = 0;
+                i += 1;
+            }
+        }
+    }
+
+    /// The record's time: the rule's `timestamp_override` field when present, else
+    /// `@timestamp` (for raw CloudTrail, `eventTime`).
+    fn record_time(&self, view: &RecordView<'_>, layout: &Layout) -> Result<Nanos, RecordError> {
+        for &f in &self.time_fields {
+            let name = layout.field_name(f);
+            let bad = |what: String| {
+                RecordError::new(ErrorKind::BadTime, format!("field `{name}`: {what}"))
+            };
+            match view.get(layout, f) {
+                Field::Absent => continue,
+                Field::Values([Scalar::Str(s), ..]) => {
+                    return time::parse_timestamp(s)
+                        .ok_or_else(|| bad(format!("`{s}` is not a timestamp")))
+                }
+                Field::Values([Scalar::Num(n), ..]) => {
+                    return n
+                        .as_f64()
+                        .and_then(time::from_epoch_millis)
+                        .ok_or_else(|| bad(format!("{n} is not a time in epoch milliseconds")))
+                }
+                Field::Values(_) => return Err(bad("not a timestamp".into())),
+                Field::Object | Field::Mismatch => return Err(bad("not a timestamp".into())),
+            }
+        }
+        let names: Vec<&str> = self
+            .time_fields
+            .iter()
+            .map(|f| layout.field_name(*f))
+            .collect();
+        Err(RecordError::new(
+            ErrorKind::BadTime,
+            format!("no time: none of {} is present", names.join(", ")),
+        ))
+    }
+
+    /// How many records each exception item excepted.
+    pub(crate) fn exception_counts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.exceptions
+            .iter()
+            .zip(&self.excepted_by)
+            .map(|((id, _), n)| (id.as_str(), *n))
+    }
+}
+
+fn is_empty(s: &Scalar<'_>) -> bool {
+    matches!(s, Scalar::Str(v) if v.is_empty())
+}
+
+fn first_text(view: &RecordView<'_>, layout: &Layout, f: FieldId) -> Option<String> {
+    match view.get(layout, f) {
+        Field::Values([first, ..]) => Some(first.text().into_owned()),
+        _ => None,
+    }
+}
