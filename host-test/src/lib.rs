@@ -6,10 +6,12 @@
 
 mod fluentbit;
 pub mod gen;
+pub mod pack;
 
 pub use fluentbit::{FluentBit, FluentBitModule, FLUENTBIT_MODULE};
 
 use anyhow::{anyhow, Context, Result};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceAny};
 
@@ -23,8 +25,72 @@ mod bindings {
 }
 
 pub use bindings::exports::newterms::detector::detect::{
-    BatchOutput, ConfigError, ErrorKind, Output, RecordError, Stats,
+    BatchOutput, ConfigError, ErrorKind, Output, RecordError, RuleFile, Stats,
 };
+
+/// The rules a detector is opened with: one rule file's text (empty: the built-in rule),
+/// or a pack of rule files, each with its source (its path, for errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rules {
+    One(String),
+    Pack(Vec<(String, String)>),
+}
+
+impl Rules {
+    /// The rule files at `paths`: files, and directories (their `*.toml` files, sorted
+    /// by name). No path: the built-in rule; one file: that rule alone; more: a pack.
+    pub fn load(paths: &[PathBuf]) -> Result<Rules> {
+        let files = rule_files(paths)?;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading rule file {}", p.display()))
+        };
+        Ok(match files.as_slice() {
+            [] if paths.is_empty() => Rules::One(String::new()),
+            [] => anyhow::bail!("no rule files (*.toml) in {}", paths[0].display()),
+            [one] if paths.len() == 1 && one == &paths[0] => Rules::One(read(one)?),
+            many => Rules::Pack(
+                many.iter()
+                    .map(|p| Ok((p.display().to_string(), read(p)?)))
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+
+    /// The first rule's text (its settings are the host's).
+    pub fn first(&self) -> &str {
+        match self {
+            Rules::One(t) => t,
+            Rules::Pack(files) => files.first().map_or("", |(_, t)| t.as_str()),
+        }
+    }
+
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            Rules::One(t) => vec![t.as_str()],
+            Rules::Pack(files) => files.iter().map(|(_, t)| t.as_str()).collect(),
+        }
+    }
+}
+
+/// The rule files named by `paths`: each file as given, each directory's `*.toml` files
+/// sorted by name.
+pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
 
 /// The component built from this checkout's guest (see `build.rs`).
 pub const COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/newterms.component.wasm"));
@@ -56,9 +122,20 @@ impl Limits {
     /// Limits for a rule text and settings overrides, as the guest will read them (an
     /// unreadable rule gets the defaults; the guest reports the rule's error itself).
     pub fn for_rule(rule: &str, settings: &str) -> Limits {
-        let budget = newterms::Rule::parse(rule, settings)
-            .map(|r| r.settings.max_table_bytes)
-            .unwrap_or(newterms::Settings::default().max_table_bytes);
+        Limits::for_rules(&Rules::One(rule.to_owned()), settings)
+    }
+
+    /// Limits for rules: the sum of their table budgets.
+    pub fn for_rules(rules: &Rules, settings: &str) -> Limits {
+        let budget = rules
+            .texts()
+            .iter()
+            .map(|t| {
+                newterms::Rule::parse(t, settings)
+                    .map(|r| r.settings.max_table_bytes)
+                    .unwrap_or(newterms::Settings::default().max_table_bytes)
+            })
+            .fold(0usize, usize::saturating_add);
         Limits::for_table_bytes(budget)
     }
 }
@@ -207,11 +284,39 @@ impl Session {
         snapshot: Option<&[u8]>,
         limits: Limits,
     ) -> Result<std::result::Result<Session, ConfigError>> {
+        Session::open_rules(rt, &Rules::One(rule.to_owned()), settings, snapshot, limits)
+    }
+
+    /// Opens a detector for one rule or a pack (from a snapshot, when given).
+    pub fn open_rules(
+        rt: &Runtime,
+        rules: &Rules,
+        settings: &str,
+        snapshot: Option<&[u8]>,
+        limits: Limits,
+    ) -> Result<std::result::Result<Session, ConfigError>> {
         let (mut store, api) = instantiate(rt, limits)?;
         let detector = api.newterms_detector_detect().detector();
-        let opened = match snapshot {
-            Some(bytes) => detector.call_restore(&mut store, rule, settings, bytes)?,
-            None => detector.call_open(&mut store, rule, settings)?,
+        let opened = match (rules, snapshot) {
+            (Rules::One(rule), Some(bytes)) => {
+                detector.call_restore(&mut store, rule, settings, bytes)?
+            }
+            (Rules::One(rule), None) => detector.call_open(&mut store, rule, settings)?,
+            (Rules::Pack(files), snapshot) => {
+                let files: Vec<RuleFile> = files
+                    .iter()
+                    .map(|(source, text)| RuleFile {
+                        source: source.clone(),
+                        text: text.clone(),
+                    })
+                    .collect();
+                match snapshot {
+                    Some(bytes) => {
+                        detector.call_restore_pack(&mut store, &files, settings, bytes)?
+                    }
+                    None => detector.call_open_pack(&mut store, &files, settings)?,
+                }
+            }
         };
         Ok(opened.map(|detector| Session {
             store,
@@ -289,6 +394,16 @@ impl Session {
             .call_stats(&mut self.store, self.detector)
             .map_err(anyhow::Error::from)
     }
+
+    /// Each rule's id and counters, in load order.
+    pub fn rule_stats(&mut self) -> Result<Vec<(String, Stats)>> {
+        self.arm();
+        self.api
+            .newterms_detector_detect()
+            .detector()
+            .call_rule_stats(&mut self.store, self.detector)
+            .map_err(anyhow::Error::from)
+    }
 }
 
 /// A call the guest could not complete (a trap: out of memory, out of time, a bug).
@@ -308,7 +423,7 @@ pub struct CallFailed {
 /// `checkpoint_every` inputs).
 pub struct Supervised {
     rt: Runtime,
-    rule: String,
+    rules: Rules,
     settings: String,
     session: Session,
     checkpoint: Vec<u8>,
@@ -320,20 +435,20 @@ pub struct Supervised {
 impl Supervised {
     pub fn open(
         rt: &Runtime,
-        rule: &str,
+        rules: &Rules,
         settings: &str,
         snapshot: Option<&[u8]>,
         limits: Limits,
         checkpoint_every: u64,
     ) -> Result<std::result::Result<Supervised, ConfigError>> {
-        let mut session = match Session::open_with(rt, rule, settings, snapshot, limits)? {
+        let mut session = match Session::open_rules(rt, rules, settings, snapshot, limits)? {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
         let checkpoint = session.snapshot()?;
         Ok(Ok(Supervised {
             rt: rt.clone(),
-            rule: rule.to_owned(),
+            rules: rules.clone(),
             settings: settings.to_owned(),
             session,
             checkpoint,
@@ -383,9 +498,9 @@ impl Supervised {
                     lost_since_checkpoint: self.since_checkpoint,
                 };
                 let limits = self.session.limits();
-                self.session = Session::open_with(
+                self.session = Session::open_rules(
                     &self.rt,
-                    &self.rule,
+                    &self.rules,
                     &self.settings,
                     Some(&self.checkpoint),
                     limits,
@@ -413,6 +528,11 @@ impl Supervised {
     /// The current instance's statistics (they restart with each restarted instance).
     pub fn stats(&mut self) -> Result<Stats> {
         self.session.stats()
+    }
+
+    /// The current instance's statistics per rule.
+    pub fn rule_stats(&mut self) -> Result<Vec<(String, Stats)>> {
+        self.session.rule_stats()
     }
 
     /// How many times the guest was restarted.

@@ -14,7 +14,7 @@ per AWS identity in 10 days)
 
 Usage:
   newterms run [OPTIONS] [FILE...]   detect over files (or stdin), write outputs to stdout
-  newterms check-rule FILE           validate a rule file
+  newterms check-rule PATH...        validate rule files (and directories of them)
   newterms component --out FILE      write the WebAssembly component this command runs
   newterms help | --help             this text; `newterms run --help` for run's options
 ";
@@ -28,7 +28,10 @@ EventBridge event, a record). Runs them through the newterms component in wasmti
 writes the outputs as NDJSON to stdout, a summary of the statistics to stderr.
 
 Options:
-  --rule FILE                 rule file (Elastic detection-rules TOML); default: built-in
+  --rule PATH                 rule file (Elastic detection-rules TOML), or a directory of
+                              them (*.toml); repeatable. More than one rule runs as a pack:
+                              each record parsed once, each rule its own table and
+                              counters. Default: the built-in rule
   --output MODE               alert (default) | passthrough | annotate
   --max-terms N               most terms held (default 100000)
   --allowed-lateness DUR      e.g. 1h (default), 30m
@@ -55,7 +58,7 @@ last checkpoint (taken every 10,000 records).
 ";
 
 struct RunArgs {
-    rule: Option<PathBuf>,
+    rules: Vec<PathBuf>,
     settings: Vec<String>,
     errors: Option<PathBuf>,
     component: Option<PathBuf>,
@@ -133,7 +136,7 @@ fn run_main() -> Result<ExitCode> {
 
 fn parse_run(args: &[String]) -> Result<RunArgs> {
     let mut a = RunArgs {
-        rule: None,
+        rules: Vec::new(),
         settings: Vec::new(),
         errors: None,
         component: None,
@@ -159,7 +162,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
                 print!("{RUN_USAGE}");
                 std::process::exit(0);
             }
-            "--rule" => a.rule = Some(value("--rule")?.into()),
+            "--rule" => a.rules.push(value("--rule")?.into()),
             "--output" => a
                 .settings
                 .push(format!("output = {:?}", value("--output")?)),
@@ -226,15 +229,6 @@ fn runtime(component: Option<&PathBuf>) -> Result<Runtime> {
     }
 }
 
-fn read_rule(path: Option<&PathBuf>) -> Result<String> {
-    match path {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading rule file {}", p.display()))
-        }
-        None => Ok(String::new()),
-    }
-}
-
 /// The settings TOML for the given export files, with the value lists they name read
 /// from beside them.
 fn exception_settings(files: &[PathBuf]) -> Result<String> {
@@ -259,13 +253,16 @@ fn exception_settings(files: &[PathBuf]) -> Result<String> {
 fn check_rule(args: &[String]) -> Result<ExitCode> {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "Usage: newterms check-rule FILE [--exceptions FILE]...\n\n\
-             Loads the rule file (and exception exports) as `newterms run` would, says whether it \
-             loads, and lists its exception items."
+            "Usage: newterms check-rule PATH... [--exceptions FILE]...\n\n\
+             Loads each rule file (each PATH a file, or a directory of *.toml files) as \
+             `newterms run` would, with the exception exports, and says per rule whether it \
+             loads or why not, and which exception items it loaded. Several rules are then \
+             loaded together, as the pack `newterms run` would run. Exit status 1 when any \
+             does not load."
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut path = None;
+    let mut paths = Vec::new();
     let mut exceptions = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -274,35 +271,71 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
                 it.next()
                     .ok_or_else(|| usage("--exceptions needs a value"))?,
             )),
-            other if path.is_none() && !other.starts_with('-') => path = Some(other.to_owned()),
+            other if !other.starts_with('-') => paths.push(PathBuf::from(other)),
             other => return Err(usage(format!("check-rule: unexpected `{other}`"))),
         }
     }
-    let Some(path) = path else {
+    if paths.is_empty() {
         return Err(usage(
-            "usage: newterms check-rule FILE [--exceptions FILE]...",
+            "usage: newterms check-rule PATH... [--exceptions FILE]...",
         ));
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    }
     let settings = exception_settings(&exceptions)?;
     let rt = Runtime::embedded()?;
-    match Session::open(&rt, &text, &settings)? {
-        Ok(_) => {
-            // The same parse the guest made, natively, to list what it loaded.
-            let rule =
-                newterms::Rule::parse(&text, &settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{path}: ok: {} ({})", rule.name, rule.rule_id);
-            for item in &rule.settings.exceptions {
-                println!("  exception {}: {}", item.id, item.name);
+    let files = newterms_host::rule_files(&paths)?;
+    let (mut loaded, mut failed) = (Vec::new(), 0usize);
+    for path in &files {
+        let shown = path.display();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("{shown}: cannot read: {e}");
+                failed += 1;
+                continue;
             }
-            println!("  {} exception items", rule.settings.exceptions.len());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            println!("{path}: {}", e.message);
-            Ok(ExitCode::from(1))
+        };
+        match Session::open(&rt, &text, &settings)? {
+            Ok(_) => {
+                // The same parse the guest made, natively, to list what it loaded.
+                let rule =
+                    newterms::Rule::parse(&text, &settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("{shown}: ok: {} ({})", rule.name, rule.rule_id);
+                for item in &rule.settings.exceptions {
+                    println!("  exception {}: {}", item.id, item.name);
+                }
+                println!("  {} exception items", rule.settings.exceptions.len());
+                loaded.push((shown.to_string(), text));
+            }
+            Err(e) => {
+                println!("{shown}: {}", e.message);
+                failed += 1;
+            }
         }
     }
+    let mut pack_ok = true;
+    if loaded.len() > 1 {
+        let rules = newterms_host::Rules::Pack(loaded.clone());
+        let limits = Limits::for_rules(&rules, &settings);
+        if let Err(e) = Session::open_rules(&rt, &rules, &settings, None, limits)? {
+            println!("pack: {}", e.message);
+            pack_ok = false;
+        }
+    }
+    println!(
+        "{} rules: {} loaded, {failed} did not{}",
+        files.len(),
+        loaded.len(),
+        match (loaded.len() > 1, pack_ok) {
+            (true, true) => "; the loaded ones run together as a pack",
+            (true, false) => "; the loaded ones do not run together (see pack:)",
+            _ => "",
+        }
+    );
+    Ok(if failed == 0 && pack_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn write_component(args: &[String]) -> Result<ExitCode> {
@@ -542,7 +575,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             return Err(usage(format!("{f}: no such file")));
         }
     }
-    let rule = read_rule(args.rule.as_ref())?;
+    let rules = newterms_host::Rules::load(&args.rules).map_err(|e| usage(format!("{e:#}")))?;
     let rt = runtime(args.component.as_ref())?;
     let mut settings = args.settings.join("\n");
     settings.push_str(&exception_settings(&args.exceptions)?);
@@ -556,7 +589,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         },
         _ => None,
     };
-    let mut limits = Limits::for_rule(&rule, &settings);
+    let mut limits = Limits::for_rules(&rules, &settings);
     if let Some(m) = args.max_guest_memory {
         limits.max_memory = m;
     }
@@ -564,7 +597,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         limits.max_call = std::time::Duration::from_secs(secs);
     }
     let session =
-        match Supervised::open(&rt, &rule, &settings, previous.as_deref(), limits, 10_000)? {
+        match Supervised::open(&rt, &rules, &settings, previous.as_deref(), limits, 10_000)? {
             Ok(s) => s,
             Err(e) if e.key.as_deref() == Some("snapshot") => {
                 return Err(usage(format!(
@@ -578,7 +611,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             }
             Err(e) => return Err(usage(format!("rule: {}", e.message))),
         };
-    let max_line = newterms::Rule::parse(&rule, &settings)
+    let max_line = newterms::Rule::parse(rules.first(), &settings)
         .map(|r| r.settings.max_record_bytes)
         .unwrap_or(usize::MAX);
     let errors = match &args.errors {
@@ -622,6 +655,14 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     eprintln!("newterms: {}", summary.join(" "));
+    if matches!(rules, newterms_host::Rules::Pack(_)) {
+        for (id, s) in runner.session.rule_stats()? {
+            eprintln!(
+                "newterms: rule {id}: matched={} alerts={} terms_held={}",
+                s.matched, s.alerts, s.terms_held
+            );
+        }
+    }
     match runner.errors {
         ErrorSink::File(mut w) => w.flush()?,
         ErrorSink::Count { count, first } => {

@@ -107,6 +107,38 @@ impl wit::GuestDetector for DetectorResource {
         }))
     }
 
+    fn open_pack(
+        rules: Vec<wit::RuleFile>,
+        settings: String,
+    ) -> Result<wit::Detector, wit::ConfigError> {
+        let rules: Vec<(String, String)> = rules.into_iter().map(|r| (r.source, r.text)).collect();
+        let detector = Detector::from_pack(&rules, &settings)?;
+        Ok(wit::Detector::new(DetectorResource {
+            inner: RefCell::new(detector),
+        }))
+    }
+
+    fn restore_pack(
+        rules: Vec<wit::RuleFile>,
+        settings: String,
+        snapshot: Vec<u8>,
+    ) -> Result<wit::Detector, wit::ConfigError> {
+        let rules: Vec<(String, String)> = rules.into_iter().map(|r| (r.source, r.text)).collect();
+        let detector = Detector::restore_pack(&rules, &settings, &snapshot)?;
+        Ok(wit::Detector::new(DetectorResource {
+            inner: RefCell::new(detector),
+        }))
+    }
+
+    fn rule_stats(&self) -> Vec<(String, wit::Stats)> {
+        self.inner
+            .borrow()
+            .all_rule_stats()
+            .into_iter()
+            .map(|(id, s)| (id, s.into()))
+            .collect()
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         self.inner.borrow().snapshot()
     }

@@ -321,3 +321,87 @@ fn exceptions_on_the_command_line() {
         "{err}"
     );
 }
+
+#[test]
+fn packs_from_directories_and_check_rule_per_file() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tmp("pack");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (name, text) in newterms_host::pack::rules(6) {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    let seed = root.join("examples/rules/aws-sts-getcalleridentity-first-time.toml");
+    let sample = root.join("examples/data/cloudtrail-sample.ndjson");
+    let ecs = tmp("pack-stream.ndjson");
+    std::fs::write(&ecs, newterms_host::pack::stream(3, 2_000).join("\n")).expect("write");
+
+    // The directory and the built-in rule's file together: one pack.
+    let o = newterms(
+        &[
+            "run",
+            "--rule",
+            dir.to_str().expect("path"),
+            "--rule",
+            seed.to_str().expect("path"),
+            ecs.to_str().expect("path"),
+            sample.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut by_rule = std::collections::BTreeMap::<String, usize>::new();
+    for a in stdout_lines(&o) {
+        let id = crate::json_field(&a, "kibana.alert.rule.rule_id")
+            .and_then(|v| v.as_str())
+            .expect("rule id")
+            .to_owned();
+        *by_rule.entry(id).or_default() += 1;
+    }
+    // The same files, one rule at a time.
+    let mut paths: Vec<PathBuf> =
+        newterms_host::rule_files(std::slice::from_ref(&dir)).expect("files");
+    paths.push(seed.clone());
+    for p in &paths {
+        let o = newterms(
+            &[
+                "run",
+                "--rule",
+                p.to_str().expect("path"),
+                ecs.to_str().expect("path"),
+                sample.to_str().expect("path"),
+            ],
+            None,
+        );
+        let text = std::fs::read_to_string(p).expect("rule");
+        let id = newterms::Rule::parse(&text, "").expect("rule").rule_id;
+        assert_eq!(
+            stdout_lines(&o).len(),
+            by_rule.get(&id).copied().unwrap_or(0),
+            "{}",
+            p.display()
+        );
+    }
+    assert!(by_rule.len() >= 5, "{by_rule:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("newterms: rule nt-generated-000: matched="),
+        "the pack's run reports each rule: {err}"
+    );
+
+    // check-rule over a directory: per file, a summary, and status 1 for a bad one.
+    std::fs::write(dir.join("zz-bad.toml"), "[rule]\ntype = \"eql\"\n").expect("write");
+    let o = newterms(&["check-rule", dir.to_str().expect("path")], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("nt-generated-005.toml: ok: Generated rule 5"),
+        "{out}"
+    );
+    assert!(out.contains("zz-bad.toml: "), "{out}");
+    assert!(out.contains("7 rules: 6 loaded, 1 did not"), "{out}");
+    std::fs::remove_file(dir.join("zz-bad.toml")).expect("rm");
+    let o = newterms(&["check-rule", dir.to_str().expect("path")], None);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("run together as a pack"));
+}

@@ -15,15 +15,21 @@ fn alerts(s: &mut Supervised, inputs: &[Vec<u8>]) -> usize {
     s.process_batch(inputs).expect("host").expect("call").len()
 }
 
+/// A supervised session of the built-in rule.
+fn built_in(limits: Limits, checkpoint_every: u64) -> Supervised {
+    let rules = newterms_host::Rules::One(String::new());
+    Supervised::open(runtime(), &rules, "", None, limits, checkpoint_every)
+        .expect("host")
+        .expect("rule")
+}
+
 #[test]
 fn a_guest_out_of_memory_fails_the_call_and_the_session_carries_on() {
     let limits = Limits {
         max_memory: 32 << 20,
         max_call: Duration::from_secs(30),
     };
-    let mut s = Supervised::open(runtime(), "", "", None, limits, 1)
-        .expect("host")
-        .expect("rule");
+    let mut s = built_in(limits, 1);
     assert_eq!(alerts(&mut s, &[gci("arn:aws:iam::1:user/before")]), 1);
     let checkpoint = s.snapshot().expect("snapshot");
     let huge = vec![b' '; 40 << 20];
@@ -53,9 +59,7 @@ fn a_call_over_its_time_is_interrupted_and_the_session_carries_on() {
         max_memory: 512 << 20,
         max_call: Duration::from_millis(10),
     };
-    let mut s = Supervised::open(runtime(), "", "", None, limits, 1000)
-        .expect("host")
-        .expect("rule");
+    let mut s = built_in(limits, 1000);
     assert_eq!(alerts(&mut s, &[gci("arn:aws:iam::1:user/a")]), 1);
     // Two million records in one call take far longer than 10 ms in any build.
     let many = std::iter::repeat_n("{}", 2_000_000)

@@ -8,6 +8,7 @@ mod data;
 mod fluentbit;
 mod hostile;
 mod limits;
+mod pack;
 mod state;
 
 use serde_json::Value;

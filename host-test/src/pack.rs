@@ -1,0 +1,224 @@
+//! A generated rule pack and an ECS stream for it, deterministic for a seed: for the pack
+//! test (each rule's alerts in the pack equal its alerts alone) and the pack benchmark.
+//!
+//! The rules are written in Elastic's detection-rules format from four templates that
+//! between them use value lists, wildcards, escapes, CIDR blocks, numbers, ranges, arrays
+//! and one to three new-terms fields, with windows in hours and days and with and without
+//! `timestamp_override`. The stream holds ECS records of the kinds the rules look at
+//! (processes, connections, cloud actions, files), out of order now and then, plus a few
+//! records of the wrong shape for some rules.
+
+use crate::gen::{rfc3339, Rng};
+
+/// A rule file in the detection-rules format.
+pub fn rule_file(
+    rule_id: &str,
+    name: &str,
+    query: &str,
+    fields: &[&str],
+    window: &str,
+    timestamp_override: Option<&str>,
+) -> String {
+    let ts = timestamp_override
+        .map(|f| format!("timestamp_override = \"{f}\"\n"))
+        .unwrap_or_default();
+    let fields: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
+    format!(
+        r#"[metadata]
+creation_date = "2026/11/28"
+maturity = "development"
+updated_date = "2026/11/28"
+
+[rule]
+author = ["newterms"]
+description = "{name}"
+from = "now-9m"
+index = ["logs-*"]
+language = "kuery"
+license = "Elastic License v2"
+name = "{name}"
+risk_score = 21
+rule_id = "{rule_id}"
+severity = "low"
+tags = ["Generated"]
+{ts}type = "new_terms"
+query = '''
+{query}
+'''
+
+[rule.new_terms]
+field = "new_terms_fields"
+value = [{fields}]
+[[rule.new_terms.history_window_start]]
+field = "history_window_start"
+value = "{window}"
+"#,
+        fields = fields.join(", ")
+    )
+}
+
+/// `count` generated rules, as `(file name, text)`.
+pub fn rules(count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| {
+            let k = i / 4;
+            let (query, fields, window, ts): (String, Vec<&str>, String, Option<&str>) =
+                match i % 4 {
+                    0 => (
+                        format!(
+                            r#"event.category: process and process.name: (proc{k}.exe or "PROC{k}.EXE" or *\\proc{k}.exe) and not user.name: *\$"#
+                        ),
+                        vec!["host.name", "user.name"],
+                        format!("now-{}d", 1 + k % 10),
+                        Some("event.ingested"),
+                    ),
+                    1 => (
+                        format!(
+                            r#"event.category: network and destination.port: {} and source.ip: (10.0.0.0/8 or "FD00::/8") and not destination.ip: 192.168.0.0/16"#,
+                            port(k)
+                        ),
+                        vec!["source.ip"],
+                        format!("now-{}h", 6 + k),
+                        None,
+                    ),
+                    2 => (
+                        format!(r#"event.action: action-{k} and event.outcome: (success or unknown)"#),
+                        vec!["user.name", "cloud.region", "cloud.account.id"],
+                        "now-10d".into(),
+                        None,
+                    ),
+                    _ => (
+                        format!(
+                            r#"event.category: file and file.size >= {} and file.extension: (zip or "7z") and file.path: *\:\\Temp\\*"#,
+                            1000 * (k + 1)
+                        ),
+                        vec!["user.name"],
+                        format!("now-{}h", 1 + k),
+                        Some("event.created"),
+                    ),
+                };
+            let id = format!("nt-generated-{i:03}");
+            let text = rule_file(
+                &id,
+                &format!("Generated rule {i}"),
+                &query,
+                &fields,
+                &window,
+                ts,
+            );
+            (format!("{id}.toml"), text)
+        })
+        .collect()
+}
+
+fn port(k: usize) -> u16 {
+    [
+        22, 3389, 445, 5985, 23, 21, 1433, 3306, 5432, 6379, 27017, 9200, 11211, 2049,
+    ][k % 14]
+}
+
+/// `n` ECS records for [`rules`] (any count of rules up to 56 find matches in it).
+pub fn stream(seed: u64, n: usize) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let start = 1_767_225_600i64; // 2026-01-01T00:00:00Z
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut t = start + i as i64 * 30;
+        if rng.below(100) < 3 {
+            t -= rng.below(3600) as i64; // out of order, up to an hour late
+        }
+        let ts = rfc3339(t);
+        let k = rng.below(16);
+        let user = if rng.below(20) == 0 {
+            format!("HOST{}$", rng.below(5))
+        } else {
+            format!("u{}", rng.below(40))
+        };
+        let host = format!("h{}", rng.below(30));
+        let rec = match rng.below(5) {
+            0 => {
+                let name = match rng.below(3) {
+                    0 => format!("proc{k}.exe"),
+                    1 => format!("C:\\\\Windows\\\\proc{k}.exe"),
+                    _ => format!("other{k}.exe"),
+                };
+                format!(
+                    r#"{{"@timestamp":"{ts}","event":{{"category":"process","ingested":"{ts}"}},"host":{{"name":"{host}"}},"user":{{"name":"{user}"}},"process":{{"name":"{name}","pid":{}}}}}"#,
+                    rng.below(60000)
+                )
+            }
+            1 => {
+                let src = match rng.below(4) {
+                    0 => format!("10.{}.{}.{}", rng.below(4), rng.below(4), rng.below(8)),
+                    1 => format!("fd00::{:x}", rng.below(64)),
+                    2 => format!("172.16.0.{}", rng.below(8)),
+                    _ => format!("10.0.0.{}", rng.below(4)),
+                };
+                let dst = if rng.below(4) == 0 {
+                    format!("192.168.1.{}", rng.below(250))
+                } else {
+                    format!("203.0.113.{}", rng.below(250))
+                };
+                let p = port(k as usize);
+                let p = if rng.below(2) == 0 {
+                    p.to_string()
+                } else {
+                    format!("\"{p}\"")
+                };
+                format!(
+                    r#"{{"@timestamp":"{ts}","event":{{"category":"network"}},"source":{{"ip":"{src}"}},"destination":{{"ip":"{dst}","port":{p}}},"network":{{"transport":"tcp"}}}}"#
+                )
+            }
+            2 => {
+                let regions = ["us-east-1", "eu-west-1", "ap-south-1"];
+                let region = if rng.below(5) == 0 {
+                    format!(
+                        r#"["{}","{}"]"#,
+                        regions[rng.below(3) as usize],
+                        regions[rng.below(3) as usize]
+                    )
+                } else {
+                    format!(r#""{}""#, regions[rng.below(3) as usize])
+                };
+                let outcome = ["success", "failure", "unknown"][rng.below(3) as usize];
+                let users = if rng.below(10) == 0 {
+                    format!(r#"["{user}","u{}"]"#, rng.below(40))
+                } else {
+                    format!(r#""{user}""#)
+                };
+                format!(
+                    r#"{{"@timestamp":"{ts}","event":{{"action":"action-{k}","outcome":"{outcome}"}},"user":{{"name":{users}}},"cloud":{{"region":{region},"account":{{"id":"{}"}}}}}}"#,
+                    100 + rng.below(3)
+                )
+            }
+            3 => {
+                let ext = ["zip", "7z", "txt"][rng.below(3) as usize];
+                let dir = if rng.below(3) == 0 {
+                    "D:\\\\Data"
+                } else {
+                    "C:\\\\Temp"
+                };
+                format!(
+                    r#"{{"@timestamp":"{ts}","event":{{"category":"file","created":"{ts}"}},"user":{{"name":"{user}"}},"file":{{"size":{},"extension":"{ext}","path":"{dir}\\f{k}.{ext}"}}}}"#,
+                    rng.below(20000)
+                )
+            }
+            _ => {
+                // Shapes some rules cannot read: `user` a string, `process` a number.
+                match rng.below(10) {
+                    0 => format!(
+                        r#"{{"@timestamp":"{ts}","event":{{"category":"process"}},"user":"{user}","process":{{"name":"proc{k}.exe"}},"host":{{"name":"{host}"}}}}"#
+                    ),
+                    1 => format!(
+                        r#"{{"@timestamp":"{ts}","event":{{"action":"action-{k}","outcome":"success"}},"user":{{"name":"{user}"}},"cloud":{{"region":{{"name":"x"}},"account":{{"id":"1"}}}}}}"#
+                    ),
+                    _ => format!(
+                        r#"{{"@timestamp":"{ts}","event":{{"category":"authentication"}},"user":{{"name":"{user}"}},"message":"unrelated {i}"}}"#
+                    ),
+                }
+            }
+        };
+        out.push(rec);
+    }
+    out
+}
