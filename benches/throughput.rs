@@ -338,11 +338,131 @@ fn main() -> Result<()> {
         );
     }
 
+    packs(&a, &rt, &records, &packed, mb)?;
     if !a.skip_terms {
         terms_held(&a, &rt, &records)?;
     }
     if let Some(n) = a.soak {
         soak(&rt, n)?;
+    }
+    Ok(())
+}
+
+/// Alerts of a pack (or one rule) over the records, natively.
+fn native_rules(rules: &[(String, String)], records: &[String]) -> Result<usize> {
+    let mut d = Detector::from_rules(rules, "")?;
+    let mut alerts = 0;
+    for r in records {
+        d.process(r.as_bytes(), &mut |o| {
+            if matches!(o, Output::Emit(_)) {
+                alerts += 1;
+            }
+        });
+    }
+    Ok(alerts)
+}
+
+/// The same through the component, NDJSON packed per call.
+fn component_rules(rt: &Runtime, rules: &[(String, String)], packed: &[Vec<u8>]) -> Result<usize> {
+    let set = newterms_host::Rules::Pack(rules.to_vec());
+    let mut s = Session::open_rules(
+        rt,
+        &set,
+        "",
+        None,
+        newterms_host::Limits::for_rules(&set, ""),
+    )?
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let mut alerts = 0;
+    for p in packed {
+        alerts += s
+            .process_lines(p)?
+            .iter()
+            .filter(|o| matches!(o.output, newterms_host::Output::Emit(_)))
+            .count();
+    }
+    Ok(alerts)
+}
+
+/// Rule packs: the built-in rule with 49 and 99 generated ECS rules over the CloudTrail
+/// mix (which none of them matches), against the built-in rule alone; then the 50-rule
+/// pack over an ECS stream that its rules match, against running each rule alone.
+fn packs(a: &Args, rt: &Runtime, records: &[String], packed: &[Vec<u8>], mb: f64) -> Result<()> {
+    let seed = vec![("built-in".to_owned(), newterms::DEFAULT_RULE.to_owned())];
+    let pack = |n: usize| {
+        let mut p = seed.clone();
+        p.extend(newterms_host::pack::rules(n - 1));
+        p
+    };
+    let (p50, p100) = (pack(50), pack(100));
+    let (t1, want) = measure(a.runs, || native_rules(&seed, records))?;
+    let mut rows = vec![("1 rule (built-in), native", t1)];
+    for (name, rules) in [("50 rules, native", &p50), ("100 rules, native", &p100)] {
+        let (t, got) = measure(a.runs, || native_rules(rules, records))?;
+        if got != want {
+            bail!("{name} found {got} alerts, the built-in rule alone {want}");
+        }
+        rows.push((name, t));
+    }
+    let (tc1, _) = measure(a.runs, || component_lines(rt, packed))?;
+    let (tc50, got) = measure(a.runs, || component_rules(rt, &p50, packed))?;
+    if got != want {
+        bail!("the component's 50-rule pack found {got} alerts, not {want}");
+    }
+    println!();
+    println!("Rule packs over the CloudTrail mix (the generated ECS rules match none of it):");
+    println!();
+    println!("| rules | records/s | MB/s | vs 1 rule |");
+    println!("|---|---:|---:|---:|");
+    for (name, t) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.3} |",
+            records.len() as f64 / t,
+            mb / t,
+            t1 / t
+        );
+    }
+    for (name, t) in [
+        ("1 rule, component process-lines", tc1),
+        ("50 rules, component process-lines", tc50),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.3} |",
+            records.len() as f64 / t,
+            mb / t,
+            tc1 / t
+        );
+    }
+
+    let ecs = newterms_host::pack::stream(1, records.len().min(100_000));
+    let ecs_mb = ecs.iter().map(|r| r.len() + 1).sum::<usize>() as f64 / 1e6;
+    let (t_pack, n_pack) = measure(a.runs, || native_rules(&p50, &ecs))?;
+    let (t_alone, n_alone) = measure(a.runs, || {
+        p50.iter()
+            .map(|r| native_rules(std::slice::from_ref(r), &ecs))
+            .sum::<Result<usize>>()
+    })?;
+    if n_pack != n_alone {
+        bail!("the pack found {n_pack} alerts, its rules alone {n_alone}");
+    }
+    println!();
+    println!(
+        "The 50-rule pack over {} ECS records its rules match ({n_pack} alerts):",
+        ecs.len()
+    );
+    println!();
+    println!("| run | records/s | MB/s | vs the pack |");
+    println!("|---|---:|---:|---:|");
+    for (name, t) in [
+        ("one pack of 50 rules", t_pack),
+        ("50 runs, one rule each", t_alone),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.3} |",
+            ecs.len() as f64 / t,
+            ecs_mb / t,
+            t_pack / t
+        );
     }
     Ok(())
 }

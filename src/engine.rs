@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 use serde_json::value::RawValue;
 
 use crate::detection::{Detection, Outcome};
@@ -31,10 +31,16 @@ pub enum Output<'a> {
     Error(RecordError),
 }
 
-/// The literals of every rule's gate in one automaton.
+/// The literals of every rule's gate in one automaton, searched leftmost-first (which
+/// keeps the automaton's fast literal prefilter) and restarted one byte after each match's
+/// start, so every occurrence of every pattern is found: two patterns that occur at the
+/// same place are one a prefix of the other, and `same_start` lists those to check there.
 #[derive(Debug)]
 struct Gate {
     automaton: AhoCorasick,
+    patterns: Vec<Vec<u8>>,
+    /// For each pattern, the other patterns it is a prefix of or that are a prefix of it.
+    same_start: Vec<Vec<u32>>,
     /// For each pattern below `escapes_from`, the rules it opens.
     rules_of: Vec<Vec<u32>>,
     /// Patterns from here on are escapes (`\u`, `\/`) that could hide any literal.
@@ -99,6 +105,30 @@ impl Detector {
             sources.push(source);
         }
         Detector::with_rules(parsed, &sources)
+    }
+
+    /// The rules a host found, as `(source, text)`: none is the built-in rule, one is
+    /// that rule as [`Detector::from_config`] loads it, more are a pack.
+    pub fn from_rules<S: AsRef<str>, T: AsRef<str>>(
+        rules: &[(S, T)],
+        overrides: &str,
+    ) -> Result<Detector, RuleError> {
+        match rules {
+            [] => Detector::from_config("", overrides),
+            [(_, text)] => Detector::from_config(text.as_ref(), overrides),
+            many => Detector::from_pack(many, overrides),
+        }
+    }
+
+    /// [`Detector::from_rules`] with the term tables of a snapshot.
+    pub fn restore_rules<S: AsRef<str>, T: AsRef<str>>(
+        rules: &[(S, T)],
+        overrides: &str,
+        snapshot: &[u8],
+    ) -> Result<Detector, RuleError> {
+        let mut d = Detector::from_rules(rules, overrides)?;
+        d.restore_state(snapshot)?;
+        Ok(d)
     }
 
     /// One rule.
@@ -448,20 +478,35 @@ impl Detector {
             }
         };
         let mut everything = false;
-        match gate.automaton.try_find_overlapping_iter(text) {
-            Ok(matches) => {
-                for m in matches {
-                    let p = m.pattern().as_usize();
-                    if p >= gate.escapes_from {
-                        everything = true;
-                        break;
-                    }
-                    for &r in &gate.rules_of[p] {
-                        mark(r);
-                    }
+        let mut at = 0;
+        'scan: while at < text.len() {
+            let found = match gate
+                .automaton
+                .try_find(Input::new(text).span(at..text.len()))
+            {
+                Ok(found) => found,
+                Err(_) => {
+                    everything = true;
+                    break;
+                }
+            };
+            let Some(m) = found else { break };
+            let p = m.pattern().as_usize();
+            let here = &text[m.start()..];
+            let others = gate.same_start[p]
+                .iter()
+                .map(|&q| q as usize)
+                .filter(|&q| here.starts_with(&gate.patterns[q]));
+            for q in std::iter::once(p).chain(others) {
+                if q >= gate.escapes_from {
+                    everything = true;
+                    break 'scan;
+                }
+                for &r in &gate.rules_of[q] {
+                    mark(r);
                 }
             }
-            Err(_) => everything = true,
+            at = m.start() + 1;
         }
         if everything {
             for r in 0..self.rules.len() as u32 {
@@ -617,13 +662,36 @@ impl Detector {
 }
 
 /// One automaton over every rule's gate literals, plus the escapes that could hide them.
+///
+/// A rule's gate is one of its prefilter's groups. Each rule takes the group whose
+/// literals the most rules share (then the one with the longest shortest literal): rules
+/// of one data source share literals (`network`, a dataset name), so the automaton stays
+/// small and keeps its fast vectorised search however many rules there are. Each
+/// candidate rule then runs its whole prefilter, so the choice changes only the cost.
 fn build_gate(rules: &[Detection]) -> Option<Gate> {
+    let groups: Vec<Vec<Vec<&[u8]>>> = rules
+        .iter()
+        .map(|d| d.prefilter.as_ref().map(|p| p.groups()).unwrap_or_default())
+        .collect();
+    let mut shared: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::new();
+    for rule in &groups {
+        let mut seen: Vec<&[u8]> = rule.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for lit in seen {
+            *shared.entry(lit).or_default() += 1;
+        }
+    }
     let mut patterns: Vec<Vec<u8>> = Vec::new();
     let mut rules_of: Vec<Vec<u32>> = Vec::new();
     let mut always = Vec::new();
-    for (i, d) in rules.iter().enumerate() {
-        let lits = d.prefilter.as_ref().and_then(|p| p.gate());
-        let Some(lits) = lits else {
+    for (i, rule) in groups.iter().enumerate() {
+        let score = |g: &Vec<&[u8]>| {
+            let sharing = g.iter().map(|l| shared.get(l).copied().unwrap_or(0)).min();
+            let length = g.iter().map(|l| l.len()).min();
+            (sharing, length)
+        };
+        let Some(lits) = rule.iter().max_by_key(|g| score(g)) else {
             always.push(i as u32);
             continue;
         };
@@ -640,12 +708,24 @@ fn build_gate(rules: &[Detection]) -> Option<Gate> {
     let escapes_from = patterns.len();
     patterns.push(b"\\u".to_vec());
     patterns.push(b"\\/".to_vec());
+    let same_start = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (0..patterns.len())
+                .filter(|&j| j != i && (patterns[j].starts_with(p) || p.starts_with(&patterns[j])))
+                .map(|j| j as u32)
+                .collect()
+        })
+        .collect();
     let automaton = AhoCorasick::builder()
-        .match_kind(MatchKind::Standard)
+        .match_kind(MatchKind::LeftmostFirst)
         .build(&patterns)
         .ok()?;
     Some(Gate {
         automaton,
+        patterns,
+        same_start,
         rules_of,
         escapes_from,
         always,
@@ -763,6 +843,50 @@ mod tests {
         // The last 1,000 records: three days, well within the window.
         assert!(alerts(&mut restored, &records[19_000..]).is_empty());
         assert_eq!(restored.stats().suppressed, 1_000);
+    }
+
+    /// The built-in rule with another id and query, over the field `f`.
+    fn rule_with(id: &str, query: &str) -> (String, String) {
+        let text = crate::DEFAULT_RULE
+            .replace("30fbf4db-c502-4e68-a239-2e99af0f70da", id)
+            .replace(
+                "event.dataset: \"aws.cloudtrail\" and event.provider: \"sts.amazonaws.com\" and event.action: \"GetCallerIdentity\"\nand not aws.cloudtrail.user_identity.type: \"AssumedRole\"",
+                query,
+            )
+            .replace("[\"aws.cloudtrail.user_identity.arn\"]", "[\"f\"]");
+        (id.to_owned(), text)
+    }
+
+    #[test]
+    fn the_gate_finds_overlapping_and_nested_literals() {
+        let rules = [
+            rule_with("r1", "f: abcd*"),
+            rule_with("r2", "f: *abcdef*"),
+            rule_with("r3", "f: *cdefgh*"),
+            rule_with("r4", "f: *defg*"),
+            rule_with("r5", "f: *zzzz*"),
+        ];
+        assert!(rules.iter().all(|(_, t)| t.contains("f: ")));
+        let mut d = Detector::from_pack(&rules, "").unwrap();
+        assert!(d.gate.is_some());
+        let record = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"abcdefgh"}"#;
+        let ids: Vec<String> = d
+            .process_collect(record)
+            .into_iter()
+            .map(|o| match o {
+                Output::Emit(a) => {
+                    let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+                    v["kibana.alert.rule.rule_id"].as_str().unwrap().to_owned()
+                }
+                Output::Error(e) => panic!("{e}"),
+            })
+            .collect();
+        assert_eq!(ids, ["r1", "r2", "r3", "r4"]);
+        // Hidden behind an escape: every rule looks.
+        let escaped = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"\u007azzz"}"#;
+        assert_eq!(d.process_collect(escaped).len(), 1);
+        let s = d.rule_stats(4);
+        assert_eq!((s.records, s.prefiltered, s.alerts), (2, 1, 1));
     }
 
     #[test]

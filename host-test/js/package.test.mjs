@@ -38,6 +38,20 @@ test("the contract table gives the core's outputs and statistics", () => {
   assert.ok(ran >= 40, `only ${ran} cases ran`);
 });
 
+test("a rule pack gives the core's alerts and per-rule counters", () => {
+  const pack = JSON.parse(fs.readFileSync(path.join(target, "pack-case.json"), "utf8"));
+  assert.ok(pack.rules.length >= 50);
+  const d = new Detector(pack.rules);
+  const uuids = [];
+  for (const r of pack.records) {
+    for (const o of d.process(r)) if (o.record) uuids.push(o.record["kibana.alert.uuid"]);
+  }
+  assert.ok(uuids.length > 100, `${uuids.length} alerts`);
+  assert.deepStrictEqual(uuids, pack.alerts);
+  assert.deepStrictEqual(d.ruleStats(), pack.rule_stats);
+  assert.throws(() => new Detector([pack.rules[0], pack.rules[0]]), (e) => e.kind === "config" && /rules\[1\]/.test(e.message));
+});
+
 test("a bad record never throws away the batch", () => {
   const d = new Detector();
   const good = { eventTime: "2026-01-01T00:00:00Z", eventSource: "sts.amazonaws.com", eventName: "GetCallerIdentity", userIdentity: { type: "IAMUser", arn: "arn:aws:iam::1:user/a" } };

@@ -20,6 +20,10 @@ use crate::{with_error_field, Detector, Output};
 /// directories Fluent Bit's `Accessible_Paths` opens.
 pub const RULE_PATHS: [&str; 2] = ["/etc/newterms/rule.toml", "newterms/rule.toml"];
 
+/// Directories whose `*.toml` files (sorted by name) are loaded as a pack, after the rule
+/// file when there is one; the first that exists is used.
+pub const RULES_DIRS: [&str; 2] = ["/etc/newterms/rules", "newterms/rules"];
+
 /// Kibana exception-list exports applied to the rule, when present.
 pub const EXCEPTION_PATHS: [&str; 2] = [
     "/etc/newterms/exceptions.ndjson",
@@ -91,23 +95,50 @@ fn absent(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(76)
 }
 
-fn load() -> Filter {
-    let mut source = "the built-in rule".to_owned();
-    let mut text = String::new();
+/// The rule file and the pack directory's files, as `(path, text)`.
+fn rule_files() -> Result<Vec<(String, String)>, String> {
+    let mut rules = Vec::new();
     for path in RULE_PATHS {
         match std::fs::read_to_string(path) {
             Ok(t) => {
-                source = path.to_owned();
-                text = t;
+                rules.push((path.to_owned(), t));
                 break;
             }
             Err(e) if absent(&e) => continue,
-            Err(e) => {
-                let msg = format!("cannot read {path}: {e}");
-                return failed(msg);
-            }
+            Err(e) => return Err(format!("cannot read {path}: {e}")),
         }
     }
+    for dir in RULES_DIRS {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(format!("cannot read {dir}: {e}")),
+        };
+        let mut paths: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().display().to_string())
+            .filter(|p| p.ends_with(".toml"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let t = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {p}: {e}"))?;
+            rules.push((p, t));
+        }
+        break;
+    }
+    Ok(rules)
+}
+
+fn load() -> Filter {
+    let rules = match rule_files() {
+        Ok(r) => r,
+        Err(msg) => return failed(msg),
+    };
+    let mut source = match rules.as_slice() {
+        [] => "the built-in rule".to_owned(),
+        [(path, _)] => path.clone(),
+        many => format!("a pack of {} rules", many.len()),
+    };
     let mut overrides = String::new();
     for path in EXCEPTION_PATHS {
         match std::fs::read_to_string(path) {
@@ -129,13 +160,14 @@ fn load() -> Filter {
             Err(e) => return failed(format!("cannot read {path}: {e}")),
         }
     }
-    match Detector::from_config(&text, &overrides) {
+    match Detector::from_rules(&rules, &overrides) {
         Ok(d) => {
-            eprintln!(
-                "[newterms] loaded {source}: rule {} ({})",
-                d.rule().rule_id,
-                d.rule().name
-            );
+            for rule in d.rules() {
+                eprintln!(
+                    "[newterms] loaded {source}: rule {} ({})",
+                    rule.rule_id, rule.name
+                );
+            }
             let settings = d.rule().settings.clone();
             let file = settings.state_file.map(|path| StateFile {
                 path,
@@ -145,7 +177,7 @@ fn load() -> Filter {
                 saved_at: None,
             });
             let d = match &file {
-                Some(f) => restore(d, &text, &overrides, &f.path),
+                Some(f) => restore(d, &rules, &overrides, &f.path),
                 None => d,
             };
             Filter {
@@ -164,7 +196,7 @@ fn load() -> Filter {
 /// The detector with the table saved at `path`, if there is one. A file that does not
 /// restore is moved aside to `<path>.bad` (kept for inspection, never overwritten by the
 /// next save) and the detector starts empty: records keep flowing.
-fn restore(fresh: Detector, rule_text: &str, overrides: &str, path: &str) -> Detector {
+fn restore(fresh: Detector, rules: &[(String, String)], overrides: &str, path: &str) -> Detector {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if absent(&e) => return fresh,
@@ -173,9 +205,12 @@ fn restore(fresh: Detector, rule_text: &str, overrides: &str, path: &str) -> Det
             return fresh;
         }
     };
-    match Detector::restore(rule_text, overrides, &bytes) {
+    match Detector::restore_rules(rules, overrides, &bytes) {
         Ok(d) => {
-            eprintln!("[newterms] restored {} terms from {path}", d.terms().len());
+            eprintln!(
+                "[newterms] restored {} terms from {path}",
+                d.stats().terms_held
+            );
             d
         }
         Err(e) => {
@@ -319,6 +354,18 @@ pub extern "C" fn newterms_stats() -> *const u8 {
                 .map(|(k, v)| (k, v.into()))
                 .collect();
             doc.insert("excepted_by".into(), by.into());
+            if d.rules().nth(1).is_some() {
+                let rules: serde_json::Map<String, serde_json::Value> = d
+                    .all_rule_stats()
+                    .into_iter()
+                    .map(|(id, s)| {
+                        let fields: serde_json::Map<String, serde_json::Value> =
+                            s.fields().into_iter().map(|(k, v)| (k, v.into())).collect();
+                        (id, fields.into())
+                    })
+                    .collect();
+                doc.insert("rules".into(), rules.into());
+            }
         }
         State::Failed(msg) => {
             doc.insert("config_error".into(), msg.as_str().into());

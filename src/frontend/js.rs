@@ -98,6 +98,39 @@ fn settings(options: &JsValue) -> Result<String, JsValue> {
     Ok(toml)
 }
 
+fn stats_object(s: &crate::Stats) -> Object {
+    let o = Object::new();
+    for (k, v) in s.fields() {
+        let _ = Reflect::set(&o, &k.into(), &(v as f64).into());
+    }
+    o
+}
+
+/// The rule argument: undefined or null (the built-in rule), a rule file's text, or an
+/// array of them (a pack; each named `rules[i]` in errors).
+fn rules(rule: &JsValue) -> Result<Vec<(String, String)>, JsValue> {
+    if rule.is_undefined() || rule.is_null() {
+        return Ok(Vec::new());
+    }
+    if let Some(text) = rule.as_string() {
+        return Ok(vec![("rule".to_owned(), text)]);
+    }
+    if Array::is_array(rule) {
+        return Array::from(rule)
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.as_string()
+                    .map(|t| (format!("rules[{i}]"), t))
+                    .ok_or_else(|| usage_error("a rule pack must be an array of strings"))
+            })
+            .collect();
+    }
+    Err(usage_error(
+        "the rule must be a string or an array of strings",
+    ))
+}
+
 /// A record given as a string or as a plain object, as JSON text.
 fn record_text(record: &JsValue) -> Result<String, JsValue> {
     if let Some(s) = record.as_string() {
@@ -136,7 +169,7 @@ fn output(o: Output<'_>, input: Option<usize>) -> JsValue {
     item.into()
 }
 
-/// A new-terms detector: one rule, its term table and its counters.
+/// A new-terms detector: one rule or a pack, their term tables and counters.
 #[wasm_bindgen]
 pub struct Detector {
     inner: Core,
@@ -144,32 +177,38 @@ pub struct Detector {
 
 #[wasm_bindgen]
 impl Detector {
-    /// `rule`: a rule file's TOML (omitted or empty: the built-in rule); `options`: our
+    /// `rule`: a rule file's TOML (omitted or empty: the built-in rule), or an array of
+    /// them: a pack, each record parsed once and offered to every rule; `options`: our
     /// settings. Throws an `Error` with `kind: "config"` and `key` when they do not load.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        rule: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "string | string[] | undefined")] rule: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Options")] options: JsValue,
     ) -> Result<Detector, JsValue> {
-        let inner = Core::from_config(rule.as_deref().unwrap_or(""), &settings(&options)?)
+        let inner = Core::from_rules(&rules(&rule)?, &settings(&options)?).map_err(config_error)?;
+        Ok(Detector { inner })
+    }
+
+    /// A detector with the term tables of a snapshot (from any build: Node, wasmtime, the
+    /// command, the Fluent Bit module).
+    pub fn restore(
+        #[wasm_bindgen(unchecked_param_type = "string | string[] | undefined")] rule: JsValue,
+        snapshot: &[u8],
+        #[wasm_bindgen(unchecked_param_type = "Options")] options: JsValue,
+    ) -> Result<Detector, JsValue> {
+        let inner = Core::restore_rules(&rules(&rule)?, &settings(&options)?, snapshot)
             .map_err(config_error)?;
         Ok(Detector { inner })
     }
 
-    /// A detector with the term table of a snapshot (from any build: Node, wasmtime, the
-    /// command, the Fluent Bit module).
-    pub fn restore(
-        rule: Option<String>,
-        snapshot: &[u8],
-        #[wasm_bindgen(unchecked_param_type = "Options")] options: JsValue,
-    ) -> Result<Detector, JsValue> {
-        let inner = Core::restore(
-            rule.as_deref().unwrap_or(""),
-            &settings(&options)?,
-            snapshot,
-        )
-        .map_err(config_error)?;
-        Ok(Detector { inner })
+    /// Each rule's counters, as if it ran alone, by rule id.
+    #[wasm_bindgen(js_name = ruleStats, unchecked_return_type = "Record<string, Record<string, number>>")]
+    pub fn rule_stats(&self) -> Object {
+        let all = Object::new();
+        for (id, s) in self.inner.all_rule_stats() {
+            let _ = Reflect::set(&all, &id.into(), &stats_object(&s));
+        }
+        all
     }
 
     /// Processes one input (a record, a CloudTrail delivery object, an array of records,
@@ -203,14 +242,10 @@ impl Detector {
         Ok(out)
     }
 
-    /// The counters, as an object of numbers.
+    /// The counters, as an object of numbers (for a pack, each record once).
     #[wasm_bindgen(unchecked_return_type = "Record<string, number>")]
     pub fn stats(&self) -> Object {
-        let o = Object::new();
-        for (k, v) in self.inner.stats().fields() {
-            let _ = Reflect::set(&o, &k.into(), &(v as f64).into());
-        }
-        o
+        stats_object(&self.inner.stats())
     }
 
     /// How many records each exception item excepted, by item id.

@@ -75,21 +75,14 @@ impl Prefilter {
             .collect()
     }
 
-    /// The literals of the most selective group (its shortest literal the longest): a
-    /// record that can match contains one of them, or an escape (`\u`, `\/`) that could
-    /// hide one. None when nothing is required. A rule pack searches all its rules'
-    /// gates in one pass.
-    pub fn gate(&self) -> Option<Vec<&[u8]>> {
+    /// The literals of each group, as searched: a record that can match contains one
+    /// literal of every group, or an escape (`\u`, `\/`) that could hide one. A rule pack
+    /// chooses one group of each rule as its gate and searches all gates in one pass.
+    pub fn groups(&self) -> Vec<Vec<&[u8]>> {
         self.groups
             .iter()
-            .max_by_key(|g| {
-                g.finders
-                    .iter()
-                    .map(|f| f.needle().len())
-                    .min()
-                    .unwrap_or(0)
-            })
             .map(|g| g.finders.iter().map(|f| f.needle()).collect())
+            .collect()
     }
 
     /// False only when the record's text cannot match the query.

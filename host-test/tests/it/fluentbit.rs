@@ -264,3 +264,63 @@ fn a_value_list_beside_the_exceptions_file_applies() {
         "{stats}"
     );
 }
+
+#[test]
+fn a_rules_directory_runs_as_a_pack() {
+    let dir = TempDir::new("fb-pack");
+    let rules_dir = dir.0.join("rules");
+    std::fs::create_dir_all(&rules_dir).expect("mkdir");
+    let mut rules: Vec<(String, String)> = newterms_host::pack::rules(8);
+    rules.push((
+        "seed.toml".into(),
+        std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/rules/aws-sts-getcalleridentity-first-time.toml"),
+        )
+        .expect("seed"),
+    ));
+    rules.sort();
+    for (name, text) in &rules {
+        std::fs::write(rules_dir.join(name), text).expect("write");
+    }
+    let mut m = newterms_host::FluentBit::load(
+        newterms_host::FLUENTBIT_MODULE,
+        "newterms_filter",
+        Some(&dir.0),
+    )
+    .expect("module");
+    let mut native = newterms::Detector::from_pack(&rules, "").expect("pack");
+    let mut records: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
+        .iter()
+        .flat_map(as_lines)
+        .collect();
+    records.extend(
+        newterms_host::pack::stream(9, 3_000)
+            .into_iter()
+            .map(String::into_bytes),
+    );
+    let (mut got, mut want) = (Vec::new(), Vec::new());
+    for r in &records {
+        if let Some(Out::Emit(a)) = fluentbit_out(m.call(b"t", (0, 0), Some(r)).expect("call")) {
+            got.push(a);
+        }
+        // Fluent Bit takes one record back per call: the first output.
+        let outs = native.process_collect(r);
+        if let Some(newterms::Output::Emit(a)) = outs.first() {
+            want.push(a.to_string());
+        }
+    }
+    assert!(want.len() > 20, "{}", want.len());
+    assert!(
+        got == want,
+        "{} outputs, expected {}",
+        got.len(),
+        want.len()
+    );
+    let stats = m.stats().expect("stats");
+    assert_eq!(stats["rules"].as_object().map(|r| r.len()), Some(9));
+    assert_eq!(
+        stats["rules"]["30fbf4db-c502-4e68-a239-2e99af0f70da"]["alerts"], 1,
+        "bert-jan, in the pack as alone"
+    );
+}

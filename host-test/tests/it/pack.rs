@@ -177,6 +177,7 @@ fn the_component_runs_a_pack_as_the_core_does() {
     }
     assert!(!want.is_empty());
     assert!(got == want, "{} alerts, expected {}", got.len(), want.len());
+    export_for_js(&rules, &records, &native);
     let per_rule = s.rule_stats().expect("rule stats");
     assert_eq!(per_rule.len(), rules.len());
     for (i, (id, st)) in per_rule.iter().enumerate() {
@@ -196,4 +197,36 @@ fn the_component_runs_a_pack_as_the_core_does() {
         .err()
         .expect("refused");
     assert!(e.message.starts_with(&bad[0].0), "{}", e.message);
+}
+
+/// Writes the pack, its records and the core's answers to `target/pack-case.json`, for
+/// the npm package's test (`host-test/js/package.test.mjs`).
+fn export_for_js(rules: &[(String, String)], records: &[String], native: &Detector) {
+    let mut d = Detector::from_pack(rules, "").expect("pack");
+    let mut uuids = Vec::new();
+    for r in records {
+        d.process(r.as_bytes(), &mut |o| {
+            if let Output::Emit(a) = o {
+                let doc: Value = serde_json::from_str(&a).expect("alert");
+                uuids.push(json_field(&doc, "kibana.alert.uuid").cloned());
+            }
+        });
+    }
+    let stats: serde_json::Map<String, Value> = native
+        .all_rule_stats()
+        .into_iter()
+        .map(|(id, s)| {
+            let fields: serde_json::Map<String, Value> =
+                s.fields().into_iter().map(|(k, v)| (k, v.into())).collect();
+            (id, fields.into())
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "rules": rules.iter().map(|(_, t)| t).collect::<Vec<_>>(),
+        "records": records,
+        "alerts": uuids,
+        "rule_stats": stats,
+    });
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pack-case.json");
+    std::fs::write(&path, doc.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
