@@ -127,6 +127,18 @@ fn fluentbit(module: &FluentBitModule, records: &[String]) -> Result<usize> {
     Ok(alerts)
 }
 
+/// The Fluent Bit calling convention's own cost: the same calls (two copies in through
+/// `malloc`, the filter, two `free`s) with a record of two bytes, `{}`, which the filter
+/// rejects at once.
+fn fluentbit_floor(module: &FluentBitModule, n: usize) -> Result<usize> {
+    let mut m = module.instantiate("newterms_filter", None)?;
+    let mut answers = 0;
+    for _ in 0..n {
+        answers += m.call(b"aws.cloudtrail", (0, 0), Some(b"{}"))?.len();
+    }
+    Ok(answers)
+}
+
 /// The naive way, in this project's own code: parse every record fully into a
 /// `serde_json::Value`, then decide with the same rule and the same window.
 fn naive(records: &[String]) -> Result<usize> {
@@ -306,6 +318,12 @@ fn main() -> Result<()> {
         t,
         format!("{got} alerts"),
     ));
+    let (t, _) = measure(a.runs, || fluentbit_floor(&fb_module, records.len()))?;
+    rows.push((
+        "Fluent Bit convention alone: the same calls with `{}`",
+        t,
+        "(the floor)".to_owned(),
+    ));
     let (t, got) = measure(a.runs, || naive(&records))?;
     check("naive", got)?;
     rows.push((
@@ -338,6 +356,7 @@ fn main() -> Result<()> {
         );
     }
 
+    instructions(&records)?;
     packs(&a, &rt, &records, &packed, mb)?;
     if !a.skip_terms {
         terms_held(&a, &rt, &records)?;
@@ -345,6 +364,34 @@ fn main() -> Result<()> {
     if let Some(n) = a.soak {
         soak(&rt, n)?;
     }
+    Ok(())
+}
+
+/// WebAssembly instructions per record in the Fluent Bit module (wasmtime's fuel): what
+/// Fluent Bit's interpreter runs. For the mix, and for the convention alone (`{}`).
+fn instructions(records: &[String]) -> Result<()> {
+    let module = FluentBitModule::compile_metered(FLUENTBIT_MODULE)?;
+    let n = records.len().min(50_000);
+    let mut m = module.instantiate("newterms_filter", None)?;
+    m.call(b"t", (0, 0), Some(b"{}"))?; // loads the rule: not per record
+    let before = m.instructions();
+    for r in &records[..n] {
+        m.call(b"aws.cloudtrail", (0, 0), Some(r.as_bytes()))?;
+    }
+    let mix = (m.instructions() - before) as f64 / n as f64;
+    let before = m.instructions();
+    for _ in 0..n {
+        m.call(b"aws.cloudtrail", (0, 0), Some(b"{}"))?;
+    }
+    let floor = (m.instructions() - before) as f64 / n as f64;
+    let bytes = records[..n].iter().map(String::len).sum::<usize>() as f64 / n as f64;
+    println!();
+    println!(
+        "Fluent Bit module, WebAssembly instructions per record (what WAMR's interpreter runs): \
+         {mix:.0} on the mix ({:.2} per byte of record), {floor:.0} for `{{}}` (the \
+         convention's own calls)",
+        mix / bytes
+    );
     Ok(())
 }
 

@@ -67,6 +67,9 @@ pub struct Detector {
     /// `stamp[r] == generation`: rule `r` is already a candidate for this record.
     stamp: Vec<u32>,
     generation: u32,
+    /// The one rule's prefilter, for judging the lines of a buffer together (taken while
+    /// a buffer is processed).
+    line_prefilter: Option<crate::Prefilter>,
 }
 
 impl Detector {
@@ -165,6 +168,10 @@ impl Detector {
         let gate = (detections.len() > 1)
             .then(|| build_gate(&detections))
             .flatten();
+        let line_prefilter = match detections.as_slice() {
+            [one] => one.prefilter.clone().filter(crate::Prefilter::is_active),
+            _ => None,
+        };
         let n = detections.len();
         Ok(Detector {
             layout,
@@ -178,6 +185,7 @@ impl Detector {
             candidates: Vec::with_capacity(n),
             stamp: vec![0; n],
             generation: 0,
+            line_prefilter,
         })
     }
 
@@ -255,6 +263,19 @@ impl Detector {
                 snapshot::encode_pack(&many.iter().map(Detection::snapshot).collect::<Vec<_>>())
             }
         }
+    }
+
+    /// The same detector with its prefilters off: every record takes the full path. The
+    /// answers are the same, only slower, and records the prefilter would have rejected
+    /// count as `unmatched`. For tests and benchmarks that show exactly that.
+    #[doc(hidden)]
+    pub fn without_prefilter(mut self) -> Detector {
+        for d in &mut self.rules {
+            d.prefilter = None;
+        }
+        self.gate = None;
+        self.line_prefilter = None;
+        self
     }
 
     /// Changes what is emitted from the next record on (a host that selects the mode per
@@ -361,7 +382,16 @@ impl Detector {
     /// Processes NDJSON: each line of `lines` is one input (a trailing `\r` is dropped, blank
     /// lines are skipped). `sink` gets each output with the 0-based number of its line.
     /// One buffer for many records: the cheapest way across a boundary.
+    ///
+    /// With one rule, the prefilter judges the lines together: each literal is searched
+    /// across the whole buffer once, and a line it rejects is counted without a call of
+    /// its own (the answer is the same as line by line).
     pub fn process_lines(&mut self, lines: &[u8], sink: &mut dyn FnMut(usize, Output<'_>)) {
+        let prefilter = match self.output {
+            OutputMode::Annotate => None,
+            _ => self.line_prefilter.take(),
+        };
+        let mut scan = prefilter.as_ref().map(crate::query::BufferScan::new);
         let mut start = 0;
         let mut number = 0;
         while start < lines.len() {
@@ -370,11 +400,23 @@ impl Detector {
             if let [head @ .., b'\r'] = line {
                 line = head;
             }
-            if !line.trim_ascii().is_empty() {
+            let rejected = scan.as_mut().is_some_and(|scan| {
+                first_byte(line) == Some(b'{')
+                    && line.len() <= self.max_record_bytes
+                    && !starts_with_records_key(line)
+                    && !scan.may_match(lines, start, start + line.len())
+            });
+            if rejected {
+                self.stats.records += 1;
+                self.stats.prefiltered += 1;
+            } else if !line.trim_ascii().is_empty() {
                 self.process(line, &mut |o| sink(number, o));
             }
             start = end + 1;
             number += 1;
+        }
+        if prefilter.is_some() {
+            self.line_prefilter = prefilter;
         }
     }
 
@@ -887,6 +929,90 @@ mod tests {
         assert_eq!(d.process_collect(escaped).len(), 1);
         let s = d.rule_stats(4);
         assert_eq!((s.records, s.prefiltered, s.alerts), (2, 1, 1));
+    }
+
+    /// GetCallerIdentity records whose literals are written with JSON escapes (`\u`, `\/`),
+    /// among plain ones, other calls, blank lines, CRs, non-objects and an oversized line.
+    fn escaped_stream(n: usize) -> Vec<Vec<u8>> {
+        let plain = stream(n, 300, false);
+        plain
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let r = String::from_utf8(r).unwrap();
+                match i % 13 {
+                    0 => r.replace("GetCallerIdentity", "\\u0047etCallerIdentity"),
+                    1 => r.replace("sts.amazonaws.com", "sts\\u002eamazonaws.com"),
+                    2 => r.replace("user/", "user\\/"),
+                    3 => r.replace("GetCallerIdentity", "DescribeInstances"),
+                    4 => r.replace("sts.amazonaws.com", "ec2.amazonaws.com"),
+                    5 => r.replace("GetCallerIdentity", "GetCallerIdentit\\u0079"),
+                    6 => format!("{r}\r"),
+                    7 => String::new(),
+                    8 => "[1,2]".to_owned(),
+                    9 if i == 9 => format!("{{\"pad\":\"{}\",{}", "x".repeat(1 << 20), &r[1..]),
+                    _ => r,
+                }
+                .into_bytes()
+            })
+            .collect()
+    }
+
+    fn collect_lines(d: &mut Detector, lines: &[u8]) -> Vec<(usize, Output<'static>)> {
+        let mut out = Vec::new();
+        d.process_lines(lines, &mut |n, o| {
+            out.push((
+                n,
+                match o {
+                    Output::Emit(s) => Output::Emit(Cow::Owned(s.into_owned())),
+                    Output::Error(e) => Output::Error(e),
+                },
+            ))
+        });
+        out
+    }
+
+    #[test]
+    fn the_prefilter_never_changes_a_decision() {
+        let records = escaped_stream(20_000);
+        let mut on = Detector::from_config("", "").unwrap();
+        let mut off = Detector::from_config("", "").unwrap().without_prefilter();
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(on.process_collect(r), off.process_collect(r), "record {i}");
+        }
+        let (a, b) = (on.stats(), off.stats());
+        assert!(a.prefiltered > 3_000 && b.prefiltered == 0, "{a:?}");
+        assert!(a.alerts > 1_000, "{a:?}");
+        assert_eq!(a.prefiltered + a.unmatched, b.unmatched);
+        assert_eq!(
+            Stats {
+                prefiltered: 0,
+                unmatched: 0,
+                ..a
+            },
+            Stats { unmatched: 0, ..b }
+        );
+    }
+
+    #[test]
+    fn a_buffer_of_lines_is_decided_as_each_line_alone() {
+        let records = escaped_stream(20_000);
+        let mut buffer = records.join(&b'\n');
+        buffer.extend_from_slice(b"\n\n   \n");
+        for settings in ["", "output = \"passthrough\"", "output = \"annotate\""] {
+            let mut by_line = Detector::from_config("", settings).unwrap();
+            let mut want = Vec::new();
+            for (i, r) in buffer.split(|&b| b == b'\n').enumerate() {
+                let r = r.strip_suffix(b"\r").unwrap_or(r);
+                if !r.trim_ascii().is_empty() {
+                    want.extend(by_line.process_collect(r).into_iter().map(|o| (i, o)));
+                }
+            }
+            let mut together = Detector::from_config("", settings).unwrap();
+            let got = collect_lines(&mut together, &buffer);
+            assert!(got == want, "{settings}: the outputs differ");
+            assert_eq!(together.stats(), by_line.stats(), "{settings}");
+        }
     }
 
     #[test]

@@ -37,16 +37,30 @@ pub struct FluentBitModule {
     engine: Engine,
     module: Module,
     linker: Linker<WasiP1Ctx>,
+    metered: bool,
 }
 
 impl FluentBitModule {
     pub fn compile(module: &[u8]) -> Result<FluentBitModule> {
+        FluentBitModule::compile_with(module, false)
+    }
+
+    /// Compiled to count the WebAssembly instructions it runs (wasmtime's fuel: about one
+    /// unit per instruction): the cost in an interpreter such as Fluent Bit's WAMR, where
+    /// every instruction counts, measured without one. See [`FluentBit::instructions`].
+    pub fn compile_metered(module: &[u8]) -> Result<FluentBitModule> {
+        FluentBitModule::compile_with(module, true)
+    }
+
+    fn compile_with(module: &[u8], metered: bool) -> Result<FluentBitModule> {
         if module.is_empty() {
             bail!(
                 "this build has no Fluent Bit module: run `.ci/build-guest`, then rebuild the host"
             );
         }
-        let engine = Engine::default();
+        let mut config = wasmtime::Config::new();
+        config.consume_fuel(metered);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let module = Module::from_binary(&engine, module).map_err(anyhow::Error::from)?;
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).map_err(anyhow::Error::from)?;
@@ -54,6 +68,7 @@ impl FluentBitModule {
             engine,
             module,
             linker,
+            metered,
         })
     }
 
@@ -68,6 +83,9 @@ impl FluentBitModule {
                 .with_context(|| format!("opening {}", dir.display()))?;
         }
         let mut store = Store::new(&self.engine, wasi.build_p1());
+        if self.metered {
+            store.set_fuel(u64::MAX / 2).map_err(anyhow::Error::from)?;
+        }
         let instance = self
             .linker
             .instantiate(&mut store, &self.module)
@@ -183,6 +201,13 @@ impl FluentBit {
             .map_err(anyhow::Error::from)?;
         let text = self.read_c_string(ptr)?;
         serde_json::from_slice(&text).context("newterms_stats is not JSON")
+    }
+
+    /// WebAssembly instructions run so far (a metered module only; 0 otherwise).
+    pub fn instructions(&self) -> u64 {
+        self.store
+            .get_fuel()
+            .map_or(0, |left| (u64::MAX / 2).saturating_sub(left))
     }
 
     /// The module's linear memory size in bytes.

@@ -15,6 +15,8 @@
 
 use memchr::memmem::Finder;
 
+use super::scan;
+
 use super::ast::Pattern;
 use super::compile::Node;
 use crate::record::{verbatim_in_text, Layout};
@@ -26,34 +28,79 @@ const MIN_LITERAL: usize = 4;
 struct Group {
     finders: Vec<Finder<'static>>,
     has_slash: bool,
+    /// For a group of one literal, its anchor bytes for [`scan::group_holds`].
+    anchors: (usize, usize),
 }
 
 /// The prefilter of one query; empty (accepting everything) when nothing is required.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
     groups: Vec<Group>,
-    /// `\u`: any character may be written so.
-    unicode_escape: Finder<'static>,
-    /// `\/`: a slash may be written so.
-    slash_escape: Finder<'static>,
+    /// The groups' order for [`scan::group_holds`]: the rarest anchor first.
+    portable_order: Vec<usize>,
+}
+
+/// Where `\` followed by `second` first occurs in `text`: `\u` (any character may be
+/// written so) or `\/` (a slash may). A search for the backslash alone (rare in log text,
+/// and one byte is the cheapest search there is), then a look at the next byte.
+fn find_escape(text: &[u8], second: u8) -> Option<usize> {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'\\', &text[at..]) {
+        let p = at + i;
+        if text.get(p + 1) == Some(&second) {
+            return Some(p);
+        }
+        at = p + 1;
+    }
+    None
+}
+
+/// What a [`BufferScan`] cursor looks for.
+#[derive(Clone, Copy)]
+enum Needle<'f> {
+    Literal(&'f Finder<'static>),
+    Escape(u8),
+}
+
+impl Needle<'_> {
+    fn find(self, text: &[u8]) -> Option<usize> {
+        match self {
+            Needle::Literal(f) => f.find(text),
+            Needle::Escape(second) => find_escape(text, second),
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Needle::Literal(f) => f.needle().len(),
+            Needle::Escape(_) => 2,
+        }
+    }
 }
 
 impl Prefilter {
     pub(crate) fn from_node(node: &Node, layout: &Layout) -> Self {
-        let groups = required(node, layout)
+        let groups: Vec<Group> = required(node, layout)
             .into_iter()
             .map(|lits| Group {
                 has_slash: lits.iter().any(|l| l.contains('/')),
+                anchors: scan::anchors(lits.first().map_or(&[][..], |l| l.as_bytes())),
                 finders: lits
                     .iter()
                     .map(|l| Finder::new(l.as_bytes()).into_owned())
                     .collect(),
             })
             .collect();
+        let mut portable_order: Vec<usize> = (0..groups.len()).collect();
+        portable_order.sort_by_key(|&i| {
+            let g: &Group = &groups[i];
+            g.finders
+                .first()
+                .map_or(0, |f| scan::anchor_commonness(f.needle()))
+        });
         Prefilter {
             groups,
-            unicode_escape: Finder::new(b"\\u").into_owned(),
-            slash_escape: Finder::new(b"\\/").into_owned(),
+            portable_order,
         }
     }
 
@@ -90,16 +137,100 @@ impl Prefilter {
         // Whether `text` has escapes that could hide a literal: each searched at most once,
         // and only when a literal is missing (the common case costs one literal search and
         // one `\u` search).
+        if scan::PORTABLE && self.groups.iter().all(|g| g.finders.len() == 1) {
+            return self.portable_order.iter().all(|&i| {
+                let g = &self.groups[i];
+                let literal = g.finders[0].needle();
+                scan::group_holds(text, literal, g.anchors, g.has_slash)
+            });
+        }
         let mut unicode: Option<bool> = None;
         let mut slash: Option<bool> = None;
         for g in &self.groups {
             if g.finders.iter().any(|f| f.find(text).is_some()) {
                 continue;
             }
-            if *unicode.get_or_insert_with(|| self.unicode_escape.find(text).is_some()) {
+            if *unicode.get_or_insert_with(|| find_escape(text, b'u').is_some()) {
                 continue;
             }
-            if g.has_slash && *slash.get_or_insert_with(|| self.slash_escape.find(text).is_some()) {
+            if g.has_slash && *slash.get_or_insert_with(|| find_escape(text, b'/').is_some()) {
+                continue;
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// The prefilter over one buffer holding many records (NDJSON lines): each literal, and
+/// each escape, is searched across the whole buffer once, in long runs, instead of once
+/// per record; a record is then judged from where the next occurrences lie. Answers
+/// exactly as [`Prefilter::may_match`] does for the record alone.
+pub struct BufferScan<'p> {
+    prefilter: &'p Prefilter,
+    /// Per literal (groups flattened), then `\u`, then `\/`: the next occurrence at or
+    /// after the position it was searched from (`usize::MAX`: none left).
+    next: Vec<usize>,
+    /// Where each `next` was searched from (`usize::MAX`: not yet).
+    from: Vec<usize>,
+}
+
+impl<'p> BufferScan<'p> {
+    pub fn new(prefilter: &'p Prefilter) -> BufferScan<'p> {
+        let n = prefilter
+            .groups
+            .iter()
+            .map(|g| g.finders.len())
+            .sum::<usize>()
+            + 2;
+        BufferScan {
+            prefilter,
+            next: vec![0; n],
+            from: vec![usize::MAX; n],
+        }
+    }
+
+    /// Whether cursor `i`'s needle occurs within `buf[start..end]`. Records are asked
+    /// about in buffer order, so each search goes on from where the last one stopped.
+    fn occurs(
+        &mut self,
+        i: usize,
+        needle: Needle<'_>,
+        buf: &[u8],
+        start: usize,
+        end: usize,
+    ) -> bool {
+        let stale = self.from[i] == usize::MAX
+            || self.from[i] > start
+            || (self.next[i] != usize::MAX && self.next[i] < start);
+        if stale {
+            self.from[i] = start;
+            self.next[i] = needle
+                .find(&buf[start..])
+                .map_or(usize::MAX, |at| start + at);
+        }
+        // Literals hold no raw newline, so an occurrence starting in the line ends in it.
+        self.next[i] != usize::MAX && self.next[i] + needle.len() <= end
+    }
+
+    /// [`Prefilter::may_match`] for the record `buf[start..end]`.
+    pub fn may_match(&mut self, buf: &[u8], start: usize, end: usize) -> bool {
+        let p = self.prefilter;
+        let escapes = self.next.len() - 2;
+        let mut i = 0;
+        for g in &p.groups {
+            let mut found = false;
+            for f in &g.finders {
+                found = found || self.occurs(i, Needle::Literal(f), buf, start, end);
+                i += 1;
+            }
+            if found {
+                continue;
+            }
+            if self.occurs(escapes, Needle::Escape(b'u'), buf, start, end) {
+                continue;
+            }
+            if g.has_slash && self.occurs(escapes + 1, Needle::Escape(b'/'), buf, start, end) {
                 continue;
             }
             return false;

@@ -6,12 +6,13 @@ mod dsl;
 mod error;
 mod literal;
 mod parse;
+mod scan;
 
 pub use ast::{Expr, Pattern, ValueExpr};
 pub use compile::{is_ip_field, Bound, Node};
 pub use dsl::{parse_filters, DslError};
 pub use error::{QueryError, QueryErrorKind};
-pub use literal::Prefilter;
+pub use literal::{BufferScan, Prefilter};
 pub use parse::parse;
 
 pub(crate) use compile::{compile as compile_expr, wrong_type};
