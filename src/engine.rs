@@ -90,10 +90,7 @@ impl Detector {
         let mut sources: Vec<&str> = Vec::with_capacity(rules.len());
         for (source, text) in rules {
             let (source, text) = (source.as_ref(), text.as_ref());
-            let in_pack = |error| RuleError::InPack {
-                source: source.to_owned(),
-                error: Box::new(error),
-            };
+            let in_pack = |error| RuleError::in_pack(source, error);
             if text.trim().is_empty() {
                 return Err(in_pack(RuleError::key("rule", "the rule file is empty")));
             }
@@ -149,10 +146,7 @@ impl Detector {
         let mut detections = Vec::with_capacity(rules.len());
         for (i, rule) in rules.into_iter().enumerate() {
             let d = Detection::compile(rule, &mut b).map_err(|error| match sources.get(i) {
-                Some(source) => RuleError::InPack {
-                    source: (*source).to_owned(),
-                    error: Box::new(error),
-                },
+                Some(source) => RuleError::in_pack(source, error),
                 None => error,
             })?;
             detections.push(d);

@@ -144,26 +144,40 @@ impl Cidr {
 
 /// Whether `text` matches `pattern`: `*` any run of characters, `?` exactly one.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    glob_with(pattern, text, false)
+}
+
+/// [`glob`], optionally ignoring case, without allocating: it runs for every value a
+/// wildcard filter or exception entry reads.
+pub fn glob_with(pattern: &str, text: &str, case_insensitive: bool) -> bool {
+    let same =
+        |p: char, t: char| p == t || (case_insensitive && p.to_lowercase().eq(t.to_lowercase()));
+    let next = |s: &str, at: usize| s[at..].chars().next();
+    // Byte offsets into `pattern` and `text`, always on character boundaries.
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    while let Some(t) = next(text, ti) {
+        match next(pattern, pi) {
+            Some(p) if p == '?' || same(p, t) => {
+                pi += p.len_utf8();
+                ti += t.len_utf8();
+            }
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    let skipped = next(text, st).map_or(1, char::len_utf8);
+                    pi = sp + 1;
+                    ti = st + skipped;
+                    star = Some((sp, st + skipped));
+                }
+                None => return false,
+            },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    pattern[pi..].chars().all(|c| c == '*')
 }
 
 impl Condition {

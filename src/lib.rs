@@ -40,7 +40,8 @@ pub use error::{with_error_field, ErrorKind, RecordError};
 pub use query::{Prefilter, Query, QueryError};
 pub use record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
 pub use rule::{
-    kibana_exceptions_setting, ErrorPolicy, OutputMode, Rule, RuleError, Settings, DEFAULT_RULE,
+    kibana_exceptions_setting, pack_files, ErrorPolicy, OutputMode, Rule, RuleError, Settings,
+    DEFAULT_RULE,
 };
 pub use stats::Stats;
 pub use terms::{Observation, TermLimits, TermTable};

@@ -49,6 +49,14 @@ impl RuleError {
         }
     }
 
+    /// The error of the rule from `source` (its file) in a pack.
+    pub(crate) fn in_pack(source: &str, error: RuleError) -> Self {
+        RuleError::InPack {
+            source: source.to_owned(),
+            error: Box::new(error),
+        }
+    }
+
     /// The key the error is about, when there is one.
     pub fn key_name(&self) -> Option<&str> {
         match self {
@@ -307,6 +315,17 @@ pub fn kibana_exceptions_setting<S: AsRef<str>>(exports: &[S], lists: &ValueList
         out.push_str(&format!("value_lists = {{ {} }}\n", pairs.join(", ")));
     }
     out
+}
+
+/// The rule files of a pack directory: its `*.toml` files, sorted by name. For hosts that
+/// read rules from a directory (the command, the Fluent Bit module).
+pub fn pack_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn strings<'v>(v: &'v Value, key: &str) -> Result<Vec<&'v str>, RuleError> {

@@ -78,13 +78,10 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("reading directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
-                .collect();
-            found.sort();
-            out.extend(found);
+            out.extend(
+                newterms::pack_files(p)
+                    .with_context(|| format!("reading directory {}", p.display()))?,
+            );
         } else {
             out.push(p.clone());
         }

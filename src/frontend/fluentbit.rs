@@ -109,18 +109,13 @@ fn rule_files() -> Result<Vec<(String, String)>, String> {
         }
     }
     for dir in RULES_DIRS {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
+        let paths = match crate::pack_files(dir.as_ref()) {
+            Ok(paths) => paths,
             Err(e) if absent(&e) => continue,
             Err(e) => return Err(format!("cannot read {dir}: {e}")),
         };
-        let mut paths: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().display().to_string())
-            .filter(|p| p.ends_with(".toml"))
-            .collect();
-        paths.sort();
         for p in paths {
+            let p = p.display().to_string();
             let t = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {p}: {e}"))?;
             rules.push((p, t));
         }

@@ -191,16 +191,9 @@ impl Node {
             Node::Glob {
                 field,
                 pattern,
-                case_insensitive: false,
+                case_insensitive,
             } => any_value(view, layout, *field, |t| {
-                crate::exceptions::glob(pattern, t)
-            }),
-            Node::Glob {
-                field,
-                pattern,
-                case_insensitive: true,
-            } => any_value(view, layout, *field, |t| {
-                crate::exceptions::glob(&pattern.to_lowercase(), &t.to_lowercase())
+                crate::exceptions::glob_with(pattern, t, *case_insensitive)
             }),
             Node::Range { field, op, bound } => match view.get(layout, *field) {
                 Field::Values(values) => Ok(values

@@ -4,6 +4,8 @@
 //! `match`, `term`, `terms` and `wildcard` (with `case_insensitive`). Anything else is a
 //! load error naming the clause and where it is.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::exceptions::Condition;
@@ -47,16 +49,19 @@ pub fn parse_filters(filters: &Value, key: &str) -> Result<Vec<Condition>, DslEr
         // The clause is under `query`, or (older exports) beside `meta`.
         let (clause, clause_at) = match obj.get("query") {
             Some(q) => (
-                q.as_object()
-                    .ok_or_else(|| err(&format!("{at}.query"), "expected a table"))?
-                    .clone(),
+                Cow::Borrowed(
+                    q.as_object()
+                        .ok_or_else(|| err(&format!("{at}.query"), "expected a table"))?,
+                ),
                 format!("{at}.query"),
             ),
             None => (
-                obj.iter()
-                    .filter(|(k, _)| !matches!(k.as_str(), "meta" | "$state"))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                Cow::Owned(
+                    obj.iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "meta" | "$state"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
                 at.clone(),
             ),
         };

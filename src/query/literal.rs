@@ -28,16 +28,17 @@ const MIN_LITERAL: usize = 4;
 struct Group {
     finders: Vec<Finder<'static>>,
     has_slash: bool,
-    /// For a group of one literal, its anchor bytes for [`scan::group_holds`].
-    anchors: (usize, usize),
+    /// For a group of one literal, the offset of its anchor byte for [`scan::group_holds`].
+    anchor: usize,
 }
 
 /// The prefilter of one query; empty (accepting everything) when nothing is required.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
     groups: Vec<Group>,
-    /// The groups' order for [`scan::group_holds`]: the rarest anchor first.
-    portable_order: Vec<usize>,
+    /// When every group is one literal: the groups' order for [`scan::group_holds`], the
+    /// rarest anchor first.
+    portable_order: Option<Vec<usize>>,
 }
 
 /// Where `\` followed by `second` first occurs in `text`: `\u` (any character may be
@@ -84,19 +85,17 @@ impl Prefilter {
             .into_iter()
             .map(|lits| Group {
                 has_slash: lits.iter().any(|l| l.contains('/')),
-                anchors: scan::anchors(lits.first().map_or(&[][..], |l| l.as_bytes())),
+                anchor: scan::anchor(lits.first().map_or(&[][..], |l| l.as_bytes())),
                 finders: lits
                     .iter()
                     .map(|l| Finder::new(l.as_bytes()).into_owned())
                     .collect(),
             })
             .collect();
-        let mut portable_order: Vec<usize> = (0..groups.len()).collect();
-        portable_order.sort_by_key(|&i| {
-            let g: &Group = &groups[i];
-            g.finders
-                .first()
-                .map_or(0, |f| scan::anchor_commonness(f.needle()))
+        let portable_order = groups.iter().all(|g| g.finders.len() == 1).then(|| {
+            let mut order: Vec<usize> = (0..groups.len()).collect();
+            order.sort_by_key(|&i| scan::anchor_commonness(groups[i].finders[0].needle()));
+            order
         });
         Prefilter {
             groups,
@@ -137,11 +136,11 @@ impl Prefilter {
         // Whether `text` has escapes that could hide a literal: each searched at most once,
         // and only when a literal is missing (the common case costs one literal search and
         // one `\u` search).
-        if scan::PORTABLE && self.groups.iter().all(|g| g.finders.len() == 1) {
-            return self.portable_order.iter().all(|&i| {
+        if let (true, Some(order)) = (scan::PORTABLE, &self.portable_order) {
+            return order.iter().all(|&i| {
                 let g = &self.groups[i];
                 let literal = g.finders[0].needle();
-                scan::group_holds(text, literal, g.anchors, g.has_slash)
+                scan::group_holds(text, literal, g.anchor, g.has_slash)
             });
         }
         let mut unicode: Option<bool> = None;

@@ -41,31 +41,20 @@ fn commonness(b: u8) -> usize {
 /// How common the literal's rarest byte is (its anchor): a group with a rarer anchor is
 /// tried first, as it rejects more records for fewer comparisons.
 pub(crate) fn anchor_commonness(literal: &[u8]) -> usize {
-    literal
-        .get(anchors(literal).0)
-        .map_or(0, |&b| commonness(b))
+    literal.get(anchor(literal)).map_or(0, |&b| commonness(b))
 }
 
-/// The offsets of a literal's two rarest bytes: the pass looks for both at their
-/// distance, then compares the whole literal.
-pub(crate) fn anchors(literal: &[u8]) -> (usize, usize) {
-    let mut order: Vec<usize> = (0..literal.len()).collect();
-    order.sort_by_key(|&i| (commonness(literal[i]), std::cmp::Reverse(i)));
-    match order.as_slice() {
-        [] => (0, 0),
-        [a] => (*a, *a),
-        [a, b, ..] => (*a, *b),
-    }
+/// The offset of the literal's rarest byte (the last of equally rare ones): the pass looks
+/// for it, then compares the whole literal.
+pub(crate) fn anchor(literal: &[u8]) -> usize {
+    (0..literal.len())
+        .min_by_key(|&i| (commonness(literal[i]), std::cmp::Reverse(i)))
+        .unwrap_or(0)
 }
 
 /// Whether `text` holds `literal`, or `\u`, or (with `slash`) `\/`: one group of the
 /// prefilter, as [`super::Prefilter::may_match`] judges it, in one pass.
-pub(crate) fn group_holds(
-    text: &[u8],
-    literal: &[u8],
-    anchors: (usize, usize),
-    slash: bool,
-) -> bool {
+pub(crate) fn group_holds(text: &[u8], literal: &[u8], anchor: usize, slash: bool) -> bool {
     let n = literal.len();
     if n == 0 {
         return true;
@@ -79,11 +68,10 @@ pub(crate) fn group_holds(
     let literal_at = |s: usize| s + n <= text.len() && &text[s..s + n] == literal;
     // One anchor byte, the rarest: two words a step (the text and the text at the anchor),
     // half the work of two anchors for a few more literal comparisons.
-    let a = anchors.0;
-    let (sa, sbs) = (LO * u64::from(literal[a]), LO * u64::from(b'\\'));
+    let (sa, sbs) = (LO * u64::from(literal[anchor]), LO * u64::from(b'\\'));
     let words = text
         .chunks_exact(8)
-        .zip(text.get(a..).unwrap_or_default().chunks_exact(8));
+        .zip(text.get(anchor..).unwrap_or_default().chunks_exact(8));
     let mut i = 0;
     for (here, at_anchor) in words {
         let backslash = zero_bytes(word(here) ^ sbs);
@@ -133,7 +121,7 @@ mod tests {
             let literal: Vec<u8> = (0..1 + next() % 5).map(|_| pick(next())).collect();
             let slash = next() % 2 == 0;
             assert_eq!(
-                group_holds(&text, &literal, anchors(&literal), slash),
+                group_holds(&text, &literal, anchor(&literal), slash),
                 reference(&text, &literal, slash),
                 "round {round}: {text:?} / {literal:?} / {slash}"
             );
@@ -144,7 +132,7 @@ mod tests {
             (b"sts.amazonaws.com", true),
             (b"AssumeRole", false),
         ] {
-            assert_eq!(group_holds(record, lit, anchors(lit), false), holds);
+            assert_eq!(group_holds(record, lit, anchor(lit), false), holds);
         }
     }
 }
