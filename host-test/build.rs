@@ -7,6 +7,11 @@
 
 use std::path::PathBuf;
 
+// The checks in it are for the tests.
+#[allow(dead_code)]
+#[path = "src/wasm_entry.rs"]
+mod wasm_entry;
+
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(newterms_no_guest)");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
@@ -44,7 +49,8 @@ fn main() {
     }
 }
 
-/// The Fluent Bit core module (wasm32-wasip1), embedded as it is when it was built.
+/// The Fluent Bit core module (wasm32-wasip1), embedded with its exports wrapped so that
+/// each starts at the top of the shadow stack (see `src/wasm_entry.rs`).
 fn embed_fluentbit_module(manifest: &std::path::Path) {
     let module = guest_path(
         manifest,
@@ -52,13 +58,19 @@ fn embed_fluentbit_module(manifest: &std::path::Path) {
         "wasm32-wasip1/guest/newterms.wasm",
     );
     println!("cargo:rerun-if-changed={}", module.display());
-    let bytes = std::fs::read(&module).unwrap_or_else(|_| {
-        println!(
-            "cargo:warning=no Fluent Bit module at {}: run .ci/build-guest",
-            module.display()
-        );
-        Vec::new()
-    });
+    let bytes = match std::fs::read(&module) {
+        Ok(raw) => match wasm_entry::wrap_exports(&raw) {
+            Ok(wrapped) => wrapped,
+            Err(e) => panic!("cannot wrap the exports of {}: {e}", module.display()),
+        },
+        Err(_) => {
+            println!(
+                "cargo:warning=no Fluent Bit module at {}: run .ci/build-guest",
+                module.display()
+            );
+            Vec::new()
+        }
+    };
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
         .join("newterms-fluentbit.wasm");
     if let Err(e) = std::fs::write(&out, bytes) {

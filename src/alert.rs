@@ -1,14 +1,19 @@
 //! The alert document: the source record plus Elastic's alert fields.
 //!
 //! Alert fields are written as dotted top-level keys, the way Elastic's alerts-as-data
-//! documents carry them (`"kibana.alert.rule.name": ...`). `event.kind` becomes `signal`:
-//! inside the record's `event` object when it has one (its former value is kept as
-//! `kibana.alert.original_event.kind`), else as a new `event` object.
+//! documents carry them (`"kibana.alert.rule.name": ...`), after the record's own fields.
+//! `event.kind` becomes `signal`: inside the record's `event` object when it has one (its
+//! former value is kept as `kibana.alert.original_event.kind`), else as a new `event`
+//! object.
 //!
-//! Building an alert parses the record a second time, into a document to merge into. It
-//! happens once per new term, not per record: the per-record path stays one borrowed parse.
+//! The record is copied as text, entry by entry, without building a document: its values
+//! keep their form (whitespace between tokens removed, so the alert is one line), and no
+//! step recurses into them, so any record that was read gives its alert whatever its
+//! nesting, on any host's stack. A key the record repeats keeps its last value, where it
+//! last stood. The fields that are the same for every alert of a rule are rendered once,
+//! when the rule is loaded.
 
-use serde_json::{Map, Value};
+use std::fmt::Write as _;
 
 use crate::error::{ErrorKind, RecordError};
 use crate::rule::Rule;
@@ -65,81 +70,248 @@ impl AlertFacts<'_> {
     }
 }
 
-/// The alert document for a record.
-///
-/// A record the detector could read but that does not parse as a whole (nested deeper than
-/// 128 levels, or a lone surrogate escape, in fields the rule does not read) still gives
-/// its alert: without the record's own fields, with `newterms.source_error` saying why.
-/// A new term is never lost to the shape of the rest of its record.
-pub fn render(record: &[u8], facts: &AlertFacts<'_>) -> Result<String, RecordError> {
-    let mut doc: Map<String, Value> = match serde_json::from_slice(record) {
-        Ok(doc) => doc,
-        Err(e) => {
-            let mut doc = Map::new();
-            doc.insert(
-                "newterms.source_error".to_owned(),
-                format!("the source record could not be copied into the alert: {e}").into(),
-            );
-            doc
-        }
-    };
-    let original_kind = set_event_kind(&mut doc);
-    let rule = facts.rule;
-    let mut put = |k: &str, v: Value| {
-        doc.insert(k.to_owned(), v);
-    };
-    put("kibana.alert.uuid", facts.uuid(record).into());
-    put(
-        "kibana.alert.new_terms",
-        Value::Array(facts.terms.iter().map(|t| Value::from(*t)).collect()),
-    );
-    put(
-        "kibana.alert.original_time",
-        time::format_timestamp(facts.time).into(),
-    );
-    put("kibana.alert.reason", facts.reason().into());
-    put("kibana.alert.severity", rule.severity.as_str().into());
-    put("kibana.alert.risk_score", rule.risk_score.into());
-    put("kibana.alert.rule.rule_id", rule.rule_id.as_str().into());
-    put("kibana.alert.rule.name", rule.name.as_str().into());
-    put("kibana.alert.rule.severity", rule.severity.as_str().into());
-    put("kibana.alert.rule.risk_score", rule.risk_score.into());
-    put("kibana.alert.rule.type", "new_terms".into());
-    put("kibana.alert.rule.threat", rule.threat.clone());
-    put(
-        "kibana.alert.rule.tags",
-        Value::Array(rule.tags.iter().map(|t| Value::from(t.as_str())).collect()),
-    );
-    if let Some(kind) = original_kind {
-        put("kibana.alert.original_event.kind", kind);
-    }
-    serde_json::to_string(&doc).map_err(|e| RecordError::new(ErrorKind::InvalidJson, e.to_string()))
+/// The part of a rule's alerts that is the same for every alert: its fields, rendered
+/// once when the rule is loaded.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// `"kibana.alert.severity":...,...,"kibana.alert.rule.tags":[...]`.
+    rule_fields: String,
 }
 
-/// Sets `event.kind` to `signal`; returns the value it replaced.
-fn set_event_kind(doc: &mut Map<String, Value>) -> Option<Value> {
-    let signal = Value::from("signal");
-    let mut original = None;
-    if let Some(v) = doc.get_mut("event.kind") {
-        original = Some(std::mem::replace(v, signal.clone()));
-    }
-    match doc.get_mut("event") {
-        Some(Value::Object(event)) => {
-            if let Some(old) = event.insert("kind".to_owned(), signal) {
-                original = Some(old);
+impl Template {
+    pub fn new(rule: &Rule) -> Template {
+        let mut out = String::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            if !out.is_empty() {
+                out.push(',');
             }
-        }
-        Some(_) => {
-            doc.insert("event.kind".to_owned(), signal);
-        }
-        None if original.is_none() => {
-            let mut event = Map::new();
-            event.insert("kind".to_owned(), signal);
-            doc.insert("event".to_owned(), Value::Object(event));
-        }
-        None => {}
+            push_json_str(&mut out, k);
+            out.push(':');
+            out.push_str(&v.to_string());
+        };
+        put("kibana.alert.severity", rule.severity.as_str().into());
+        put("kibana.alert.risk_score", rule.risk_score.into());
+        put("kibana.alert.rule.rule_id", rule.rule_id.as_str().into());
+        put("kibana.alert.rule.name", rule.name.as_str().into());
+        put("kibana.alert.rule.severity", rule.severity.as_str().into());
+        put("kibana.alert.rule.risk_score", rule.risk_score.into());
+        put("kibana.alert.rule.type", "new_terms".into());
+        put("kibana.alert.rule.threat", rule.threat.clone());
+        put(
+            "kibana.alert.rule.tags",
+            serde_json::Value::Array(
+                rule.tags
+                    .iter()
+                    .map(|t| serde_json::Value::from(t.as_str()))
+                    .collect(),
+            ),
+        );
+        Template { rule_fields: out }
     }
-    original
+}
+
+/// Whether the alert sets this top-level key itself (the record's own is dropped).
+fn alert_owned(key: &str) -> bool {
+    key.starts_with("kibana.alert.") || key == "event.kind"
+}
+
+/// The alert document for a record (an object the detector has read).
+pub fn render(
+    record: &[u8],
+    facts: &AlertFacts<'_>,
+    template: &Template,
+) -> Result<String, RecordError> {
+    let bad = |e: String| RecordError::new(ErrorKind::InvalidJson, e);
+    let text = std::str::from_utf8(record).map_err(|e| bad(e.to_string()))?;
+    let entries = crate::record::entries(text).map_err(bad)?;
+    let mut out = String::with_capacity(text.len() + template.rule_fields.len() + 512);
+    out.push('{');
+    let mut original_kind: Option<String> = None;
+    let mut event_is_object = false;
+    let mut wrote_event_kind = false;
+    // The record's dotted `event.kind` is replaced; its value is the original kind unless
+    // an `event` object has one too.
+    if let Some((_, v)) = entries.iter().rev().find(|(k, _)| k == "event.kind") {
+        original_kind = Some(minified(v));
+    }
+    let last = last_occurrences(&entries);
+    for (i, (key, value)) in entries.iter().enumerate() {
+        // A repeated key keeps its last value.
+        if !last[i] {
+            continue;
+        }
+        if key == "event.kind" {
+            continue;
+        }
+        if alert_owned(key) {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        push_json_str(&mut out, key);
+        out.push(':');
+        // An `event` object whose keys do not all decode (it was never read) is kept as it
+        // is, with the kind beside it.
+        let inner = match key == "event" && value.starts_with('{') {
+            true => crate::record::entries(value).ok(),
+            false => None,
+        };
+        if let Some(inner) = inner {
+            event_is_object = true;
+            out.push('{');
+            let mut first = true;
+            let last = last_occurrences(&inner);
+            for (j, (k, v)) in inner.iter().enumerate() {
+                if !last[j] {
+                    continue;
+                }
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                push_json_str(&mut out, k);
+                out.push(':');
+                if k == "kind" {
+                    original_kind = Some(minified(v));
+                    out.push_str("\"signal\"");
+                } else {
+                    push_minified(&mut out, v);
+                }
+            }
+            if !inner.iter().any(|(k, _)| k == "kind") {
+                if !first {
+                    out.push(',');
+                }
+                out.push_str("\"kind\":\"signal\"");
+            }
+            out.push('}');
+        } else {
+            if key == "event" {
+                // `event` is not an object we can read: the kind goes beside it, dotted.
+                out.push_str(&minified(value));
+                out.push_str(",\"event.kind\":\"signal\"");
+                wrote_event_kind = true;
+                continue;
+            }
+            push_minified(&mut out, value);
+        }
+    }
+    let has_event = entries.iter().any(|(k, _)| k == "event");
+    if !event_is_object && !wrote_event_kind {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        if has_event || original_kind.is_some() {
+            out.push_str("\"event.kind\":\"signal\"");
+        } else {
+            out.push_str("\"event\":{\"kind\":\"signal\"}");
+        }
+    }
+    if out.len() > 1 {
+        out.push(',');
+    }
+    let field = |out: &mut String, k: &str| {
+        push_json_str(out, k);
+        out.push(':');
+    };
+    field(&mut out, "kibana.alert.uuid");
+    push_json_str(&mut out, &facts.uuid(record));
+    out.push(',');
+    field(&mut out, "kibana.alert.new_terms");
+    out.push('[');
+    for (i, t) in facts.terms.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, t);
+    }
+    out.push_str("],");
+    field(&mut out, "kibana.alert.original_time");
+    push_json_str(&mut out, &time::format_timestamp(facts.time));
+    out.push(',');
+    field(&mut out, "kibana.alert.reason");
+    push_json_str(&mut out, &facts.reason());
+    out.push(',');
+    out.push_str(&template.rule_fields);
+    if let Some(kind) = original_kind {
+        out.push(',');
+        field(&mut out, "kibana.alert.original_event.kind");
+        out.push_str(&kind);
+    }
+    out.push('}');
+    Ok(out)
+}
+
+/// For each entry, whether no later entry has its key.
+fn last_occurrences(entries: &[(std::borrow::Cow<'_, str>, &str)]) -> Vec<bool> {
+    let mut seen = hashbrown::HashSet::with_capacity(entries.len());
+    let mut last: Vec<bool> = entries
+        .iter()
+        .rev()
+        .map(|(k, _)| seen.insert(k.as_ref()))
+        .collect();
+    last.reverse();
+    last
+}
+
+/// A JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        run = i + 1;
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
+}
+
+/// A valid JSON value's text without the whitespace between its tokens.
+fn minified(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    push_minified(&mut out, value);
+    out
+}
+
+fn push_minified(out: &mut String, value: &str) {
+    let bytes = value.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            out.push_str(&value[run..i]);
+            run = i + 1;
+        }
+    }
+    out.push_str(&value[run..]);
 }
 
 /// 128-bit FNV-1a pair: stable across platforms, builds and runs (unlike the table's
@@ -166,9 +338,9 @@ impl StableHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
-    #[test]
-    fn merges_event_kind_and_adds_fields() {
+    fn alert(record: &str) -> Value {
         let rule = Rule::default_rule();
         let facts = AlertFacts {
             rule: &rule,
@@ -176,8 +348,15 @@ mod tests {
             time: 0,
             event_id: Some("e1"),
         };
-        let out = render(br#"{"event":{"kind":"event","action":"X"},"a":1}"#, &facts).unwrap();
-        let v: Value = serde_json::from_str(&out).unwrap();
+        let out = render(record.as_bytes(), &facts, &Template::new(&rule)).unwrap();
+        assert!(!out.contains('\n'), "one line: {out}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    #[test]
+    fn merges_event_kind_and_adds_fields() {
+        let rule = Rule::default_rule();
+        let v = alert(r#"{"event":{"kind":"event","action":"X"},"a":1}"#);
         assert_eq!(v["event"]["kind"], "signal");
         assert_eq!(v["event"]["action"], "X");
         assert_eq!(v["kibana.alert.original_event.kind"], "event");
@@ -190,17 +369,74 @@ mod tests {
         );
         assert_eq!(v["a"], 1);
 
-        let out = render(br#"{"eventName":"X"}"#, &facts).unwrap();
-        let v: Value = serde_json::from_str(&out).unwrap();
+        let v = alert(r#"{"eventName":"X"}"#);
         assert_eq!(v["event"]["kind"], "signal");
+        assert!(v.get("kibana.alert.original_event.kind").is_none());
 
-        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-        let v: Value = serde_json::from_str(&render(deep.as_bytes(), &facts).unwrap()).unwrap();
-        assert_eq!(v["kibana.alert.new_terms"][0], "arn:aws:iam::1:user/a");
-        assert!(v["newterms.source_error"]
-            .as_str()
+        let v = alert(r#"{"event.kind":"event","event.action":"X"}"#);
+        assert_eq!(v["event.kind"], "signal");
+        assert_eq!(v["kibana.alert.original_event.kind"], "event");
+        assert!(v.get("event").is_none());
+
+        let v = alert(r#"{"event":"odd","b":2}"#);
+        assert_eq!(
+            (&v["event"], &v["event.kind"]),
+            (&"odd".into(), &"signal".into())
+        );
+
+        let v = alert(r#"{"event":{"action":"X"},"kibana.alert.uuid":"forged"}"#);
+        assert_eq!(v["event"]["kind"], "signal");
+        assert_ne!(v["kibana.alert.uuid"], "forged");
+    }
+
+    #[test]
+    fn keeps_the_record_as_written_and_in_order() {
+        let record = "{ \"z\" : [ 1 , { \"s\" : \"a b\\n\\\" }\" } ],\n \"a\":1.50, \"z\":\"last\", \"u\":\"\\u00e9\"}";
+        let rule = Rule::default_rule();
+        let facts = AlertFacts {
+            rule: &rule,
+            terms: &["t\"q"],
+            time: 0,
+            event_id: None,
+        };
+        let out = render(record.as_bytes(), &facts, &Template::new(&rule)).unwrap();
+        assert!(
+            out.starts_with(r#"{"a":1.50,"z":"last","u":"\u00e9","event":{"kind":"signal"},"kibana.alert.uuid":"#),
+            "{out}"
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["kibana.alert.new_terms"][0], "t\"q");
+    }
+
+    #[test]
+    fn any_nesting_renders() {
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
+        let rule = Rule::default_rule();
+        let facts = AlertFacts {
+            rule: &rule,
+            terms: &["a"],
+            time: 0,
+            event_id: None,
+        };
+        let template = Template::new(&rule);
+        let out = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || render(deep.as_bytes(), &facts_static(), &template).unwrap())
             .unwrap()
-            .contains("recursion limit"));
+            .join()
+            .unwrap();
+        assert!(out.starts_with(&format!("{{\"x\":{}", "[".repeat(5000))));
+        let _ = facts;
+    }
+
+    fn facts_static() -> AlertFacts<'static> {
+        static RULE: std::sync::OnceLock<Rule> = std::sync::OnceLock::new();
+        AlertFacts {
+            rule: RULE.get_or_init(Rule::default_rule),
+            terms: &["a"],
+            time: 0,
+            event_id: None,
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use crate::alert::{self, AlertFacts};
 use crate::error::{ErrorKind, RecordError};
 use crate::query::{self, Prefilter, Query};
-use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar, TooManyFields};
+use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
 use crate::rule::{OutputMode, Rule, RuleError};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stats::Stats;
@@ -31,12 +31,6 @@ pub(crate) enum Outcome {
     Alerted,
 }
 
-fn too_many(_: TooManyFields) -> RuleError {
-    RuleError::Query {
-        error: query::QueryError::too_many_fields(),
-    }
-}
-
 /// One rule, compiled against a (possibly shared) record layout.
 #[derive(Debug)]
 pub(crate) struct Detection {
@@ -57,6 +51,8 @@ pub(crate) struct Detection {
     pub(crate) offered: u64,
     /// The key of the current term, reused between records.
     key: Vec<u8>,
+    /// The rule's alert fields, rendered once.
+    template: alert::Template,
 }
 
 impl Detection {
@@ -71,17 +67,12 @@ impl Detection {
         let query = Query::compile(&rule.query, b)
             .map_err(|error| RuleError::Query { error })?
             .and(filters);
-        let term_fields = rule
-            .new_terms_fields
-            .iter()
-            .map(|f| b.field(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(too_many)?;
+        let term_fields = rule.new_terms_fields.iter().map(|f| b.field(f)).collect();
         let mut time_fields = Vec::new();
         if let Some(f) = &rule.timestamp_override {
-            time_fields.push(b.field(f).map_err(too_many)?);
+            time_fields.push(b.field(f));
         }
-        let ts = b.field("@timestamp").map_err(too_many)?;
+        let ts = b.field("@timestamp");
         if !time_fields.contains(&ts) {
             time_fields.push(ts);
         }
@@ -107,7 +98,6 @@ impl Detection {
             max_bytes: rule.settings.max_table_bytes,
         });
         Ok(Detection {
-            rule,
             query,
             prefilter: None,
             term_fields,
@@ -118,6 +108,8 @@ impl Detection {
             stats: Stats::default(),
             offered: 0,
             key: Vec::new(),
+            template: alert::Template::new(&rule),
+            rule,
         })
     }
 
@@ -272,9 +264,9 @@ impl Detection {
                             event_id: event_id.as_deref(),
                         };
                         // The table already holds the term: a record the alert cannot be
-                        // built from (a lone surrogate escape in a field the rule does not
-                        // read) is reported, and the sighting stands.
-                        match alert::render(text, &facts) {
+                        // built from (not UTF-8 after an unread field) is reported, and the
+                        // sighting stands.
+                        match alert::render(text, &facts, &self.template) {
                             Ok(doc) => sink(crate::Output::Emit(Cow::Owned(doc))),
                             Err(e) => {
                                 self.stats.count_error(e.kind());

@@ -151,11 +151,8 @@ impl Detector {
             })?;
             detections.push(d);
         }
-        let too_many = |_| RuleError::Query {
-            error: crate::query::QueryError::too_many_fields(),
-        };
-        let event_id = b.field("event.id").map_err(too_many)?;
-        let layout = b.build().map_err(too_many)?;
+        let event_id = b.field("event.id");
+        let layout = b.build();
         for d in &mut detections {
             d.finish(&layout);
         }
@@ -609,12 +606,12 @@ impl Detector {
             if let Some(records) = view.take_records() {
                 for (i, raw) in records.iter().enumerate() {
                     let p = format!("Records[{i}]");
-                    self.process_record(raw.get().as_bytes(), false, Some(&p), sink);
+                    self.process_record(raw.as_bytes(), false, Some(&p), sink);
                 }
                 return;
             }
             if let Some(detail) = view.eventbridge_detail(&self.layout) {
-                return self.process_record(detail.get().as_bytes(), false, Some("detail"), sink);
+                return self.process_record(detail.as_bytes(), false, Some("detail"), sink);
             }
         }
         if text.len() > limit {

@@ -183,11 +183,7 @@ pub fn glob_with(pattern: &str, text: &str, case_insensitive: bool) -> bool {
 impl Condition {
     /// The condition as a query node over `layout`'s fields.
     pub(crate) fn compile(&self, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
-        let mut field = |name: &str| {
-            layout
-                .field(name)
-                .map_err(|_| QueryError::too_many_fields())
-        };
+        let mut field = |name: &str| Ok::<_, QueryError>(layout.field(name));
         Ok(match self {
             Condition::All(items) => Node::And(
                 items

@@ -23,6 +23,7 @@ mod detection;
 mod engine;
 mod error;
 pub mod exceptions;
+pub mod host;
 pub mod query;
 mod record;
 mod rule;
@@ -34,7 +35,7 @@ pub mod time;
 #[cfg(any(feature = "component", feature = "fluentbit", feature = "js"))]
 mod frontend;
 
-pub use alert::{render as render_alert, AlertFacts};
+pub use alert::{render as render_alert, AlertFacts, Template as AlertTemplate};
 pub use engine::{Detector, Output, MAX_COMBINATIONS};
 pub use error::{with_error_field, ErrorKind, RecordError};
 pub use query::{Prefilter, Query, QueryError};

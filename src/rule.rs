@@ -382,7 +382,7 @@ impl Rule {
         } else {
             text
         };
-        let doc: Table = text.parse().map_err(|e: toml::de::Error| RuleError::Toml {
+        let doc: Table = parse_toml(text).map_err(|e: toml::de::Error| RuleError::Toml {
             message: toml_message(&e, text),
         })?;
         let rule = get_table(&doc, "", "rule")?;
@@ -467,11 +467,9 @@ impl Rule {
             settings.apply(own, "newterms.")?;
         }
         if !overrides.trim().is_empty() {
-            let t: Table = overrides
-                .parse()
-                .map_err(|e: toml::de::Error| RuleError::Toml {
-                    message: format!("in the settings: {}", toml_message(&e, overrides)),
-                })?;
+            let t: Table = parse_toml(overrides).map_err(|e: toml::de::Error| RuleError::Toml {
+                message: format!("in the settings: {}", toml_message(&e, overrides)),
+            })?;
             settings.apply(&t, "newterms.")?;
         }
         let query = get_str(rule, "rule.", "query")?;
@@ -500,6 +498,109 @@ impl Rule {
             filters,
             settings,
         })
+    }
+}
+
+/// Parses a TOML document into a table. The parser builds its own tree, which this
+/// copies level by level with a stack of its own: `toml`'s serde route
+/// (`str::parse::<Table>`), like any recursive copy, nests calls per level and needs
+/// several times the stack a Fluent Bit module has (8 KiB).
+fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
+    use serde::de::Error as _;
+    use toml::de::{DeString, DeTable, DeValue};
+    type Entries<'i> =
+        Box<dyn Iterator<Item = (Option<DeString<'i>>, toml::Spanned<DeValue<'i>>)> + 'i>;
+    enum Open {
+        Table(Table),
+        Array(Vec<Value>),
+    }
+    /// An open container, its entries still to copy, and its key in its parent.
+    struct Level<'i> {
+        open: Open,
+        rest: Entries<'i>,
+        key: Option<String>,
+    }
+    /// A value to copy: a container to open, or a scalar.
+    enum Item<'i> {
+        Open(Level<'i>),
+        Scalar(Value),
+    }
+    fn item<'i>(v: DeValue<'i>, key: Option<String>) -> Result<Item<'i>, toml::de::Error> {
+        let (open, rest): (Open, Entries<'i>) = match v {
+            DeValue::Table(t) => (
+                Open::Table(Table::new()),
+                Box::new(t.into_iter().map(|(k, v)| (Some(k.into_inner()), v))),
+            ),
+            DeValue::Array(a) => (
+                Open::Array(Vec::new()),
+                Box::new(a.into_iter().map(|v| (None, v))),
+            ),
+            DeValue::String(s) => return Ok(Item::Scalar(Value::String(s.into_owned()))),
+            DeValue::Integer(i) => {
+                let n = i64::from_str_radix(i.as_str(), i.radix())
+                    .map_err(|_| toml::de::Error::custom(format!("integer {i} out of range")))?;
+                return Ok(Item::Scalar(Value::Integer(n)));
+            }
+            DeValue::Float(f) => {
+                let x = f
+                    .as_str()
+                    .parse()
+                    .map_err(|_| toml::de::Error::custom(format!("invalid float {f}")))?;
+                return Ok(Item::Scalar(Value::Float(x)));
+            }
+            DeValue::Boolean(b) => return Ok(Item::Scalar(Value::Boolean(b))),
+            DeValue::Datetime(d) => return Ok(Item::Scalar(Value::Datetime(d))),
+        };
+        Ok(Item::Open(Level { open, rest, key }))
+    }
+    let root = DeTable::parse(text)?.into_inner();
+    let mut stack = vec![Level {
+        open: Open::Table(Table::new()),
+        rest: Box::new(root.into_iter().map(|(k, v)| (Some(k.into_inner()), v))),
+        key: None,
+    }];
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Ok(Table::new());
+        };
+        let (key, value) = match top.rest.next() {
+            Some((key, v)) => {
+                let key = key.map(|k| k.into_owned());
+                match item(v.into_inner(), key.clone())? {
+                    Item::Open(inner) => {
+                        stack.push(inner);
+                        continue;
+                    }
+                    Item::Scalar(value) => (key, value),
+                }
+            }
+            None => {
+                let Some(done) = stack.pop() else {
+                    return Ok(Table::new());
+                };
+                let value = match done.open {
+                    Open::Table(t) => Value::Table(t),
+                    Open::Array(a) => Value::Array(a),
+                };
+                if stack.is_empty() {
+                    return match value {
+                        Value::Table(t) => Ok(t),
+                        _ => Ok(Table::new()),
+                    };
+                }
+                (done.key, value)
+            }
+        };
+        let Some(top) = stack.last_mut() else {
+            return Ok(Table::new());
+        };
+        match (&mut top.open, key) {
+            (Open::Table(t), Some(k)) => {
+                t.insert(k, value);
+            }
+            (Open::Array(a), _) => a.push(value),
+            (Open::Table(_), None) => {}
+        }
     }
 }
 
@@ -653,5 +754,28 @@ mod tests {
         ));
         let r = Rule::parse(&swap("now-10d", "now-12h"), "").unwrap();
         assert_eq!(r.history_window, 12 * NANOS_PER_HOUR);
+    }
+
+    #[test]
+    fn toml_is_read_as_the_toml_crate_reads_it() {
+        let docs = [
+            DEFAULT_RULE,
+            "a = 0x1f\nb = 0o17\nb2 = -17\nc = 1_000\nd = 1.5e3\ne = inf\nf = 1979-05-27T07:32:00Z\n[[t.u]]\nv = [[1, 2], [{ w = { x = [] } }]]\n[[t.u]]\ny = 'z'",
+            "",
+        ];
+        for doc in docs {
+            let ours = parse_toml(doc).unwrap();
+            let theirs: Table = doc.parse().unwrap();
+            assert_eq!(ours, theirs, "{doc}");
+        }
+        for bad in [
+            "a = 1\na = 2",
+            "a = 99999999999999999999",
+            "[a\n",
+            "a = [1,",
+        ] {
+            assert!(parse_toml(bad).is_err(), "{bad}");
+            assert!(bad.parse::<Table>().is_err(), "{bad}");
+        }
     }
 }

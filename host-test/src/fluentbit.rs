@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use wasmtime::{Engine, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime::{Engine, Global, Linker, Memory, Module, Store, TypedFunc, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -28,6 +28,9 @@ pub struct FluentBit {
     free: TypedFunc<i32, ()>,
     filter: FilterFn,
     stats: TypedFunc<(), i32>,
+    /// A module instrumented by [`crate::wamr_stack::instrument`]: its depth and need.
+    meter: Option<(Global, Global)>,
+    instance: wasmtime::Instance,
 }
 
 /// The module compiled once, ready to instantiate (Fluent Bit compiles or loads it once
@@ -118,6 +121,8 @@ impl FluentBitModule {
         let stats = typed(&mut store, "newterms_stats")?
             .typed(&store)
             .map_err(anyhow::Error::from)?;
+        let depth = instance.get_global(&mut store, crate::wamr_stack::DEPTH_GLOBAL);
+        let need = instance.get_global(&mut store, crate::wamr_stack::NEED_GLOBAL);
         Ok(FluentBit {
             store,
             memory,
@@ -125,6 +130,8 @@ impl FluentBitModule {
             free,
             filter,
             stats,
+            meter: depth.zip(need),
+            instance,
         })
     }
 }
@@ -168,6 +175,19 @@ impl FluentBit {
     /// One record, as Fluent Bit passes it; `None` passes a null record pointer. Returns
     /// the module's answer (empty: the record is dropped).
     pub fn call(&mut self, tag: &[u8], time: (i32, i32), record: Option<&[u8]>) -> Result<Vec<u8>> {
+        self.call_with_fuel(tag, time, record, None)
+    }
+
+    /// [`FluentBit::call`] with the filter function (only it, not the copies around it)
+    /// given `fuel` instructions in a metered module: a way to stop a call at any
+    /// instruction, as a trap in Fluent Bit would. The fuel is restored afterwards.
+    pub fn call_with_fuel(
+        &mut self,
+        tag: &[u8],
+        time: (i32, i32),
+        record: Option<&[u8]>,
+        fuel: Option<u64>,
+    ) -> Result<Vec<u8>> {
         let tag_ptr = self.copy_in(tag)?;
         let (rec_ptr, rec_len) = match record {
             Some(r) => (
@@ -177,11 +197,27 @@ impl FluentBit {
             None => (0, 0),
         };
         let args = (tag_ptr, tag.len() as i32, time.0, time.1, rec_ptr, rec_len);
-        let result = self
-            .filter
-            .call(&mut self.store, args)
-            .map_err(anyhow::Error::from)?;
-        let answer = self.read_c_string(result)?;
+        let saved = match fuel {
+            Some(f) => {
+                let left = self.store.get_fuel().map_err(anyhow::Error::from)?;
+                self.store.set_fuel(f).map_err(anyhow::Error::from)?;
+                Some(left.saturating_sub(f))
+            }
+            None => None,
+        };
+        let result = self.filter.call(&mut self.store, args);
+        if let Some(rest) = saved {
+            let left = self.store.get_fuel().map_err(anyhow::Error::from)?;
+            self.store
+                .set_fuel(rest + left)
+                .map_err(anyhow::Error::from)?;
+        }
+        // After a trap, as Fluent Bit does: its copies are freed, the record dropped, and
+        // the instance goes on serving the next calls.
+        let answer = match result {
+            Ok(at) => self.read_c_string(at),
+            Err(trap) => Err(anyhow::Error::from(trap).context("the filter call trapped")),
+        };
         self.free
             .call(&mut self.store, tag_ptr)
             .map_err(anyhow::Error::from)?;
@@ -190,7 +226,20 @@ impl FluentBit {
                 .call(&mut self.store, rec_ptr)
                 .map_err(anyhow::Error::from)?;
         }
-        Ok(answer)
+        answer
+    }
+
+    /// Calls the module's `malloc` for `size` bytes with `fuel` instructions (a metered
+    /// module), as Fluent Bit does before each call: a way to stop it midway.
+    pub fn malloc_with_fuel(&mut self, size: i32, fuel: u64) -> Result<i32> {
+        let left = self.store.get_fuel().map_err(anyhow::Error::from)?;
+        self.store.set_fuel(fuel).map_err(anyhow::Error::from)?;
+        let result = self.malloc.call(&mut self.store, size);
+        let now = self.store.get_fuel().map_err(anyhow::Error::from)?;
+        self.store
+            .set_fuel(left.saturating_sub(fuel) + now)
+            .map_err(anyhow::Error::from)?;
+        result.map_err(anyhow::Error::from)
     }
 
     /// The module's counters (`newterms_stats`).
@@ -208,6 +257,36 @@ impl FluentBit {
         self.store
             .get_fuel()
             .map_or(0, |left| (u64::MAX / 2).saturating_sub(left))
+    }
+
+    /// For an instrumented module ([`crate::wamr_stack`]): the WAMR stack the next calls
+    /// need at most, starting now.
+    pub fn reset_stack_need(&mut self) -> Result<()> {
+        let (depth, need) = self
+            .meter
+            .ok_or_else(|| anyhow!("the module is not instrumented"))?;
+        let entry = crate::wamr_stack::ENTRY_FRAME as i32;
+        depth
+            .set(&mut self.store, Val::I32(entry))
+            .map_err(anyhow::Error::from)?;
+        need.set(&mut self.store, Val::I32(2 * entry))
+            .map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    /// The most WAMR stack, in bytes, that the calls since [`FluentBit::reset_stack_need`]
+    /// needed (the frame of WAMR's own entry included).
+    pub fn stack_need(&mut self) -> Result<u32> {
+        let (_, need) = self
+            .meter
+            .ok_or_else(|| anyhow!("the module is not instrumented"))?;
+        Ok(need.get(&mut self.store).unwrap_i32() as u32)
+    }
+
+    /// The value of an exported i32 global.
+    pub fn global(&mut self, name: &str) -> Option<i32> {
+        let g = self.instance.get_global(&mut self.store, name)?;
+        g.get(&mut self.store).i32()
     }
 
     /// The module's linear memory size in bytes.

@@ -7,6 +7,8 @@
 mod fluentbit;
 pub mod gen;
 pub mod pack;
+pub mod wamr_stack;
+pub mod wasm_entry;
 
 pub use fluentbit::{FluentBit, FluentBitModule, FLUENTBIT_MODULE};
 

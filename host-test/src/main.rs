@@ -16,6 +16,8 @@ Usage:
   newterms run [OPTIONS] [FILE...]   detect over files (or stdin), write outputs to stdout
   newterms check-rule PATH...        validate rule files (and directories of them)
   newterms component --out FILE      write the WebAssembly component this command runs
+  newterms fluentbit-module --out FILE
+                                     write the Fluent Bit filter module built with it
   newterms help | --help             this text; `newterms run --help` for run's options
 ";
 
@@ -123,7 +125,10 @@ fn run_main() -> Result<ExitCode> {
     match cmd.as_str() {
         "run" => run(parse_run(rest)?),
         "check-rule" => check_rule(rest),
-        "component" => write_component(rest),
+        "component" => write_artifact(rest, "component", newterms_host::COMPONENT),
+        "fluentbit-module" => {
+            write_artifact(rest, "fluentbit-module", newterms_host::FLUENTBIT_MODULE)
+        }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -338,17 +343,18 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
     })
 }
 
-fn write_component(args: &[String]) -> Result<ExitCode> {
+/// Writes one of the artifacts built into this command (`component`, `fluentbit-module`).
+fn write_artifact(args: &[String], name: &str, bytes: &[u8]) -> Result<ExitCode> {
     let [flag, out] = args else {
-        return Err(usage("usage: newterms component --out FILE"));
+        return Err(usage(format!("usage: newterms {name} --out FILE")));
     };
     if flag != "--out" {
-        return Err(usage("usage: newterms component --out FILE"));
+        return Err(usage(format!("usage: newterms {name} --out FILE")));
     }
-    if newterms_host::COMPONENT.is_empty() {
-        bail!("this build has no guest component: run `.ci/build-guest`");
+    if bytes.is_empty() {
+        bail!("this build has no {name}: run `.ci/build-guest`");
     }
-    std::fs::write(out, newterms_host::COMPONENT).with_context(|| format!("writing {out}"))?;
+    std::fs::write(out, bytes).with_context(|| format!("writing {out}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,5 @@
 //! The Fluent Bit `filter_wasm` front end: a wasm32-wasip1 core module with Fluent Bit's
-//! calling convention.
+//! calling convention, over [`crate::host::Filter`].
 //!
 //! Fluent Bit copies the tag and the record (JSON) into our memory through our `malloc`,
 //! calls the filter function, copies the NUL-terminated string it returns (which stays
@@ -8,228 +8,95 @@
 //!
 //! The functions differ only in the output mode they force: `newterms_filter` uses the
 //! rule file's, `newterms_alert`, `newterms_passthrough` and `newterms_annotate` force one.
-//! Configuration comes from a file (there is no other way into a wasm filter): the first of
-//! [`RULE_PATHS`] that exists, else the built-in rule.
+//!
+//! **A call that never returns.** When a call traps (WAMR's "wasm operand stack overflow",
+//! say), Fluent Bit drops that record, clears the trap and goes on calling the same
+//! instance. Nothing in the instance was unwound: the filter may be half-way through a
+//! change, and so may the allocator. So:
+//! - every export starts at the shadow stack's top (the build wraps the exports; see
+//!   `host-test`'s `wasm_entry`), so an abandoned call's frames are not kept;
+//! - a flag set for the length of a call tells the next call that the last one never
+//!   returned: the old filter is left as it is (its memory is not reused) and a new one
+//!   is built from the configuration and state file ([`Filter::reopen`]);
+//! - if a call (the filter's, or Fluent Bit's own `malloc` or `free`) was abandoned inside
+//!   the allocator, the allocator itself starts over on fresh memory ([`allocator`]).
 
-use std::sync::Mutex;
+use std::cell::UnsafeCell;
 
-use crate::rule::{ErrorPolicy, OutputMode};
-use crate::{with_error_field, Detector, Output};
+use crate::host::{Filter, Recoveries, StdFiles, FLUENT_BIT};
+use crate::rule::OutputMode;
 
-/// Where the rule file is looked for, in order. Relative paths resolve against the
-/// directories Fluent Bit's `Accessible_Paths` opens.
-pub const RULE_PATHS: [&str; 2] = ["/etc/newterms/rule.toml", "newterms/rule.toml"];
-
-/// Directories whose `*.toml` files (sorted by name) are loaded as a pack, after the rule
-/// file when there is one; the first that exists is used.
-pub const RULES_DIRS: [&str; 2] = ["/etc/newterms/rules", "newterms/rules"];
-
-/// Kibana exception-list exports applied to the rule, when present.
-pub const EXCEPTION_PATHS: [&str; 2] = [
-    "/etc/newterms/exceptions.ndjson",
-    "newterms/exceptions.ndjson",
-];
-
-enum State {
-    Ready(Box<Detector>),
-    /// The rule file exists but does not load: every record passes with the reason.
-    Failed(String),
-}
-
-/// Where the table is saved, and when it was last.
-struct StateFile {
-    path: String,
-    every_records: u64,
-    every_seconds: u64,
-    since_save: u64,
-    saved_at: Option<i64>,
-}
-
-impl StateFile {
-    /// Saves when enough records or record-time seconds have passed.
-    fn maybe_save(&mut self, detector: &Detector, time_sec: i32) {
-        self.since_save += 1;
-        let now = i64::from(time_sec);
-        let saved_at = *self.saved_at.get_or_insert(now);
-        if self.since_save >= self.every_records || now - saved_at >= self.every_seconds as i64 {
-            self.save(detector, now);
-        }
-    }
-
-    /// Writes atomically: a temporary file beside it, synced, renamed over.
-    fn save(&mut self, detector: &Detector, now: i64) {
-        let tmp = format!("{}.tmp", self.path);
-        let bytes = detector.snapshot();
-        let result = std::fs::File::create(&tmp)
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, &bytes)?;
-                f.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = result {
-            eprintln!("[newterms] cannot write state to {}: {e}", self.path);
-        }
-        self.since_save = 0;
-        self.saved_at = Some(now);
-    }
-}
-
-struct Filter {
-    state: State,
-    file: Option<StateFile>,
-    policy: ErrorPolicy,
-    /// The returned string; reused, so memory stops growing with the table.
+/// The module's one filter and what it knows about the calls into it. Fluent Bit calls a
+/// filter from one thread, never re-entrantly.
+struct Slot {
+    filter: Option<Filter>,
+    /// A call is under way (or was abandoned, if a new call finds it set).
+    in_call: bool,
+    /// The answer handed back; reused, so memory stops growing with the table.
     out: Vec<u8>,
-    /// Outputs beyond the first of one call (Fluent Bit takes one record back).
-    extra_outputs: u64,
-    /// Calls with a null or negative-length record.
-    bad_calls: u64,
+    /// Calls that never returned, so far.
+    recoveries: Recoveries,
 }
 
-static FILTER: Mutex<Option<Filter>> = Mutex::new(None);
+struct Global(UnsafeCell<Slot>);
 
-/// Whether a read failed because the file is not there: not found, or outside every
-/// directory Fluent Bit made accessible (WASI's ENOTCAPABLE, 76, which older wasi-libc
-/// gives for a relative path when `.` is not accessible).
-fn absent(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(76)
+// SAFETY: the module is single-threaded (wasm32-wasip1 without threads).
+unsafe impl Sync for Global {}
+
+static SLOT: Global = Global(UnsafeCell::new(Slot {
+    filter: None,
+    in_call: false,
+    out: Vec::new(),
+    recoveries: Recoveries {
+        calls: 0,
+        allocator_restarts: 0,
+    },
+}));
+
+/// One line on Fluent Bit's log (the module's stderr), written at once so that it is not
+/// interleaved with Fluent Bit's own lines.
+fn log(line: &str) {
+    let line = format!("[newterms] {line}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 }
 
-/// The rule file and the pack directory's files, as `(path, text)`.
-fn rule_files() -> Result<Vec<(String, String)>, String> {
-    let mut rules = Vec::new();
-    for path in RULE_PATHS {
-        match std::fs::read_to_string(path) {
-            Ok(t) => {
-                rules.push((path.to_owned(), t));
-                break;
-            }
-            Err(e) if absent(&e) => continue,
-            Err(e) => return Err(format!("cannot read {path}: {e}")),
-        }
+/// The slot, made ready for a new call: a call abandoned before this one is dealt with.
+///
+/// # Safety
+/// Only from an export, which Fluent Bit calls one at a time.
+unsafe fn enter() -> &'static mut Slot {
+    // SAFETY: one call at a time (above); the reference lives for this call only.
+    let slot = unsafe { &mut *SLOT.0.get() };
+    if allocator::recover() {
+        slot.recoveries.allocator_restarts += 1;
     }
-    for dir in RULES_DIRS {
-        let paths = match crate::pack_files(dir.as_ref()) {
-            Ok(paths) => paths,
-            Err(e) if absent(&e) => continue,
-            Err(e) => return Err(format!("cannot read {dir}: {e}")),
-        };
-        for p in paths {
-            let p = p.display().to_string();
-            let t = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {p}: {e}"))?;
-            rules.push((p, t));
-        }
-        break;
+    if slot.in_call {
+        // The last call never returned. Its filter and answer buffer are abandoned, not
+        // dropped: their state is unknown.
+        slot.recoveries.calls += 1;
+        std::mem::forget(slot.filter.take());
+        std::mem::forget(std::mem::take(&mut slot.out));
+        // Set before the rebuild: a rebuild that traps counts as one more.
+        slot.in_call = true;
+        slot.filter = Some(Filter::reopen(
+            &StdFiles,
+            &FLUENT_BIT,
+            slot.recoveries,
+            &mut log,
+        ));
     }
-    Ok(rules)
+    slot.in_call = true;
+    if slot.filter.is_none() {
+        slot.filter = Some(Filter::open(&StdFiles, &FLUENT_BIT, &mut log));
+    }
+    slot
 }
 
-fn load() -> Filter {
-    let rules = match rule_files() {
-        Ok(r) => r,
-        Err(msg) => return failed(msg),
-    };
-    let mut source = match rules.as_slice() {
-        [] => "the built-in rule".to_owned(),
-        [(path, _)] => path.clone(),
-        many => format!("a pack of {} rules", many.len()),
-    };
-    let mut overrides = String::new();
-    for path in EXCEPTION_PATHS {
-        match std::fs::read_to_string(path) {
-            Ok(t) => {
-                let read = |p: &std::path::Path| match std::fs::read_to_string(p) {
-                    Ok(t) => Ok(Some(t)),
-                    Err(e) if absent(&e) => Ok(None),
-                    Err(e) => Err(e),
-                };
-                let lists = match crate::exceptions::value_lists_beside(path.as_ref(), &t, read) {
-                    Ok(lists) => lists,
-                    Err((p, e)) => return failed(format!("cannot read {}: {e}", p.display())),
-                };
-                overrides = crate::kibana_exceptions_setting(&[t], &lists);
-                source = format!("{source} with exceptions {path}");
-                break;
-            }
-            Err(e) if absent(&e) => continue,
-            Err(e) => return failed(format!("cannot read {path}: {e}")),
-        }
-    }
-    match Detector::from_rules(&rules, &overrides) {
-        Ok(d) => {
-            for rule in d.rules() {
-                eprintln!(
-                    "[newterms] loaded {source}: rule {} ({})",
-                    rule.rule_id, rule.name
-                );
-            }
-            let settings = d.rule().settings.clone();
-            let file = settings.state_file.map(|path| StateFile {
-                path,
-                every_records: settings.state_every_records,
-                every_seconds: settings.state_every_seconds,
-                since_save: 0,
-                saved_at: None,
-            });
-            let d = match &file {
-                Some(f) => restore(d, &rules, &overrides, &f.path),
-                None => d,
-            };
-            Filter {
-                policy: settings.on_error,
-                file,
-                state: State::Ready(Box::new(d)),
-                out: Vec::new(),
-                extra_outputs: 0,
-                bad_calls: 0,
-            }
-        }
-        Err(e) => failed(format!("{source} does not load: {e}")),
-    }
-}
-
-/// The detector with the table saved at `path`, if there is one. A file that does not
-/// restore is moved aside to `<path>.bad` (kept for inspection, never overwritten by the
-/// next save) and the detector starts empty: records keep flowing.
-fn restore(fresh: Detector, rules: &[(String, String)], overrides: &str, path: &str) -> Detector {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if absent(&e) => return fresh,
-        Err(e) => {
-            eprintln!("[newterms] cannot read state {path}: {e}; starting with an empty table");
-            return fresh;
-        }
-    };
-    match Detector::restore_rules(rules, overrides, &bytes) {
-        Ok(d) => {
-            eprintln!(
-                "[newterms] restored {} terms from {path}",
-                d.stats().terms_held
-            );
-            d
-        }
-        Err(e) => {
-            let aside = format!("{path}.bad");
-            let moved = std::fs::rename(path, &aside).map(|()| format!("moved to {aside}"));
-            eprintln!(
-                "[newterms] state {path} does not restore ({e}); {}; starting with an empty table",
-                moved.unwrap_or_else(|m| format!("could not move it aside: {m}"))
-            );
-            fresh
-        }
-    }
-}
-
-fn failed(msg: String) -> Filter {
-    eprintln!("[newterms] {msg}; every record passes unchanged with a newterms.error field");
-    Filter {
-        file: None,
-        state: State::Failed(msg),
-        policy: ErrorPolicy::Pass,
-        out: Vec::new(),
-        extra_outputs: 0,
-        bad_calls: 0,
-    }
+/// The answer as Fluent Bit reads it: NUL-terminated; the call is over.
+fn leave(slot: &mut Slot) -> *const u8 {
+    slot.out.push(0);
+    slot.in_call = false;
+    slot.out.as_ptr()
 }
 
 /// One call: the record in, a pointer to our NUL-terminated answer out.
@@ -237,65 +104,16 @@ fn failed(msg: String) -> Filter {
 /// # Safety
 /// `record` must point to `len` readable bytes (or be null).
 unsafe fn call(mode: Option<OutputMode>, time_sec: i32, record: *const u8, len: i32) -> *const u8 {
-    let mut guard = FILTER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let filter = guard.get_or_insert_with(load);
-    filter.out.clear();
-    if record.is_null() || len < 0 {
-        filter.bad_calls += 1;
-        if filter.policy == ErrorPolicy::Pass {
-            let msg = format!("the host passed a null record (length {len})");
-            filter
-                .out
-                .extend_from_slice(with_error_field(b"", "invalid-json", &msg).as_bytes());
-        }
-    } else {
+    let slot = unsafe { enter() };
+    let record = (!record.is_null() && len >= 0).then(|| {
         // SAFETY: the caller guarantees `len` readable bytes at `record`.
-        let record = unsafe { std::slice::from_raw_parts(record, len as usize) };
-        let Filter {
-            state,
-            policy,
-            out,
-            extra_outputs,
-            file,
-            ..
-        } = filter;
-        match state {
-            State::Failed(msg) => {
-                out.extend_from_slice(with_error_field(record, "config", msg).as_bytes())
-            }
-            State::Ready(detector) => {
-                if let Some(mode) = mode {
-                    detector.set_output(mode);
-                }
-                let mut answered = false;
-                detector.process(record, &mut |o| {
-                    if answered {
-                        *extra_outputs += 1;
-                        return;
-                    }
-                    match o {
-                        Output::Emit(text) => {
-                            out.extend_from_slice(text.as_bytes());
-                            answered = true;
-                        }
-                        Output::Error(e) if *policy == ErrorPolicy::Pass => {
-                            let marked = with_error_field(record, e.kind().as_str(), e.message());
-                            out.extend_from_slice(marked.as_bytes());
-                            answered = true;
-                        }
-                        Output::Error(_) => {}
-                    }
-                });
-                if let Some(f) = file {
-                    f.maybe_save(detector, time_sec);
-                }
-            }
-        }
+        unsafe { std::slice::from_raw_parts(record, len as usize) }
+    });
+    let Slot { filter, out, .. } = &mut *slot;
+    if let Some(filter) = filter {
+        filter.answer(&StdFiles, record, i64::from(time_sec), mode, out, &mut log);
     }
-    filter.out.push(0);
-    filter.out.as_ptr()
+    leave(slot)
 }
 
 /// Defines one exported filter function per output mode (Fluent Bit's `Function_Name`).
@@ -333,47 +151,41 @@ filter_functions! {
 /// The counters as a NUL-terminated JSON object (valid until the next call).
 #[no_mangle]
 pub extern "C" fn newterms_stats() -> *const u8 {
-    let mut guard = FILTER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let filter = guard.get_or_insert_with(load);
-    let mut doc = serde_json::Map::new();
-    match &filter.state {
-        State::Ready(d) => {
-            for (k, v) in d.stats().fields() {
-                doc.insert(k, v.into());
-            }
-            let by: serde_json::Map<String, serde_json::Value> = d
-                .exception_counts()
-                .into_iter()
-                .map(|(k, v)| (k, v.into()))
-                .collect();
-            doc.insert("excepted_by".into(), by.into());
-            if d.rules().nth(1).is_some() {
-                let rules: serde_json::Map<String, serde_json::Value> = d
-                    .all_rule_stats()
-                    .into_iter()
-                    .map(|(id, s)| {
-                        let fields: serde_json::Map<String, serde_json::Value> =
-                            s.fields().into_iter().map(|(k, v)| (k, v.into())).collect();
-                        (id, fields.into())
-                    })
-                    .collect();
-                doc.insert("rules".into(), rules.into());
-            }
-        }
-        State::Failed(msg) => {
-            doc.insert("config_error".into(), msg.as_str().into());
-        }
+    // SAFETY: an export, called one at a time.
+    let slot = unsafe { enter() };
+    slot.out.clear();
+    if let Some(f) = &slot.filter {
+        slot.out
+            .extend_from_slice(f.stats_json(slot.recoveries).as_bytes());
     }
-    doc.insert("extra_outputs_dropped".into(), filter.extra_outputs.into());
-    doc.insert("bad_calls".into(), filter.bad_calls.into());
-    filter.out.clear();
-    filter
-        .out
-        .extend_from_slice(serde_json::Value::Object(doc).to_string().as_bytes());
-    filter.out.push(0);
-    filter.out.as_ptr()
+    leave(slot)
+}
+
+/// A filter that traps (`unreachable`) after answering any record that holds the text
+/// `newterms-test-trap`: for testing the recovery above in the real host. Built only with
+/// the `fault-injection` feature, never into the shipped module.
+///
+/// # Safety
+/// As the filter functions.
+#[cfg(feature = "fault-injection")]
+#[no_mangle]
+pub unsafe extern "C" fn newterms_fault_filter(
+    tag: *const u8,
+    tag_len: i32,
+    time_sec: i32,
+    time_nsec: i32,
+    record: *const u8,
+    record_len: i32,
+) -> *const u8 {
+    let answer = unsafe { newterms_filter(tag, tag_len, time_sec, time_nsec, record, record_len) };
+    // SAFETY: as in `call`.
+    let text = unsafe { std::slice::from_raw_parts(record, record_len.max(0) as usize) };
+    if memchr::memmem::find(text, b"newterms-test-trap").is_some() {
+        // Mid-call, as far as the next call can tell.
+        unsafe { (*SLOT.0.get()).in_call = true };
+        std::process::abort();
+    }
+    answer
 }
 
 /// The module's allocator (wasm builds only: natively these symbols would replace the C
@@ -384,12 +196,116 @@ pub extern "C" fn newterms_stats() -> *const u8 {
 /// Both go to one allocator of ours (dlmalloc over the module's memory): the exported
 /// functions are backed by the Rust allocator, whatever C library the module is linked
 /// with, and the C library's own allocator is never linked in.
+///
+/// A call abandoned inside the allocator leaves its bookkeeping half-changed, so the
+/// allocator can start over: a new dlmalloc on memory grown from then on. Blocks of the
+/// old one stay where they are, readable, and freeing them does nothing.
 #[cfg(target_family = "wasm")]
 mod allocator {
-    use std::alloc::Layout;
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::cell::UnsafeCell;
+
+    struct Heap {
+        arena: dlmalloc::Dlmalloc,
+        /// Blocks below this address belong to an abandoned arena.
+        fence: usize,
+        /// An allocator call is under way.
+        busy: bool,
+    }
+
+    struct Shared(UnsafeCell<Heap>);
+
+    // SAFETY: single-threaded module.
+    unsafe impl Sync for Shared {}
+
+    static HEAP: Shared = Shared(UnsafeCell::new(Heap {
+        arena: dlmalloc::Dlmalloc::new(),
+        fence: 0,
+        busy: false,
+    }));
+
+    fn heap() -> &'static mut Heap {
+        // SAFETY: single-threaded, and no allocator call nests in another.
+        unsafe { &mut *HEAP.0.get() }
+    }
+
+    /// At the start of a call from the host: if the last call was abandoned inside the
+    /// allocator (no allocator call is under way between calls otherwise), starts over
+    /// with a new arena on fresh memory; the old one's blocks are never reused or freed.
+    /// Whether it did.
+    pub(super) fn recover() -> bool {
+        let h = heap();
+        if !h.busy {
+            return false;
+        }
+        h.arena = dlmalloc::Dlmalloc::new();
+        h.fence = core::arch::wasm32::memory_size(0) * 65536;
+        h.busy = false;
+        true
+    }
+
+    /// [`recover`] for the C functions Fluent Bit calls (the count is the filter's).
+    fn enter_c() {
+        if recover() {
+            // SAFETY: between calls, one at a time.
+            unsafe { (*super::SLOT.0.get()).recoveries.allocator_restarts += 1 };
+        }
+    }
+
+    struct Rust;
 
     #[global_allocator]
-    static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+    static ALLOCATOR: Rust = Rust;
+
+    // SAFETY: forwards to dlmalloc, whose blocks satisfy the layouts asked for.
+    unsafe impl GlobalAlloc for Rust {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let h = heap();
+            h.busy = true;
+            let p = unsafe { h.arena.malloc(layout.size(), layout.align()) };
+            h.busy = false;
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let h = heap();
+            h.busy = true;
+            let p = unsafe { h.arena.calloc(layout.size(), layout.align()) };
+            h.busy = false;
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let h = heap();
+            if (ptr as usize) < h.fence {
+                return;
+            }
+            h.busy = true;
+            unsafe { h.arena.free(ptr, layout.size(), layout.align()) };
+            h.busy = false;
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let h = heap();
+            if (ptr as usize) < h.fence {
+                let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
+                    return std::ptr::null_mut();
+                };
+                let fresh = unsafe { self.alloc(new) };
+                if !fresh.is_null() {
+                    unsafe { fresh.copy_from_nonoverlapping(ptr, layout.size().min(new_size)) };
+                }
+                return fresh;
+            }
+            h.busy = true;
+            let p = unsafe {
+                h.arena
+                    .realloc(ptr, layout.size(), layout.align(), new_size)
+            };
+            h.busy = false;
+            p
+        }
+    }
 
     /// Every C block starts this far after its allocation; the two words before the block
     /// hold the allocation's size and alignment.
@@ -436,6 +352,7 @@ mod allocator {
     /// C `malloc`, exported for Fluent Bit.
     #[no_mangle]
     pub extern "C" fn malloc(size: usize) -> *mut u8 {
+        enter_c();
         c_alloc(size, MIN_ALIGN)
     }
 
@@ -445,7 +362,8 @@ mod allocator {
     /// `block` must be null or come from this module's `malloc` family, freed once.
     #[no_mangle]
     pub unsafe extern "C" fn free(block: *mut u8) {
-        if block.is_null() {
+        enter_c();
+        if block.is_null() || (block as usize) < heap().fence {
             return;
         }
         unsafe {
@@ -526,5 +444,13 @@ mod allocator {
         }
         let (_, layout) = unsafe { c_allocation(block) };
         layout.size() - layout.align()
+    }
+}
+
+/// Natively there is no allocator of ours to start over (the module only runs in wasm).
+#[cfg(not(target_family = "wasm"))]
+mod allocator {
+    pub(super) fn recover() -> bool {
+        false
     }
 }

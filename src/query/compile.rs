@@ -61,15 +61,11 @@ pub(crate) fn compile(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Node, Q
         ),
         Expr::Not(e) => Node::Not(Box::new(compile(e, layout)?)),
         Expr::Field { field, value } => {
-            let id = layout
-                .field(field)
-                .map_err(|_| QueryError::too_many_fields())?;
+            let id = layout.field(field);
             distribute(id, value, is_ip_field(field))
         }
         Expr::Range { field, op, value } => Node::Range {
-            field: layout
-                .field(field)
-                .map_err(|_| QueryError::too_many_fields())?,
+            field: layout.field(field),
             op: *op,
             bound: Bound::new(value),
         },

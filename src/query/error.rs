@@ -17,8 +17,6 @@ pub enum QueryErrorKind {
     Unsupported(&'static str),
     /// Not valid KQL: the text says what was expected.
     Syntax(String),
-    /// The query reads more fields than a layout holds.
-    TooManyFields,
 }
 
 impl QueryError {
@@ -33,13 +31,6 @@ impl QueryError {
         QueryError {
             kind: QueryErrorKind::Syntax(message.into()),
             position,
-        }
-    }
-
-    pub(crate) fn too_many_fields() -> Self {
-        QueryError {
-            kind: QueryErrorKind::TooManyFields,
-            position: 0,
         }
     }
 
@@ -66,11 +57,6 @@ impl fmt::Display for QueryError {
             QueryErrorKind::Syntax(msg) => {
                 write!(f, "KQL syntax error at character {}: {msg}", self.position)
             }
-            QueryErrorKind::TooManyFields => write!(
-                f,
-                "the query reads too many distinct fields (at most {})",
-                crate::record::MAX_SLOTS
-            ),
         }
     }
 }

@@ -319,7 +319,7 @@ mod tests {
     fn prefilter(q: &str) -> Prefilter {
         let mut b = LayoutBuilder::new();
         let query = Query::compile(q, &mut b).unwrap();
-        let layout = b.build().unwrap();
+        let layout = b.build();
         Prefilter::from_node(query.root(), &layout)
     }
 

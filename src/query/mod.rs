@@ -70,7 +70,7 @@ mod tests {
     fn run(q: &str, rec: &str) -> Result<bool, ErrorKind> {
         let mut b = LayoutBuilder::new();
         let query = Query::compile(q, &mut b).unwrap();
-        let layout = b.build().unwrap();
+        let layout = b.build();
         let view = RecordView::parse(rec.as_bytes(), &layout, false).unwrap();
         query.matches(&view, &layout).map_err(|e| e.kind())
     }

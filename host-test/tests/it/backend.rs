@@ -319,7 +319,11 @@ impl Detect for FluentBitDetect {
             .filter(|(k, _)| {
                 !matches!(
                     k.as_str(),
-                    "extra_outputs_dropped" | "bad_calls" | "excepted_by"
+                    "extra_outputs_dropped"
+                        | "bad_calls"
+                        | "recoveries"
+                        | "allocator_restarts"
+                        | "excepted_by"
                 )
             })
             .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))

@@ -324,3 +324,201 @@ fn a_rules_directory_runs_as_a_pack() {
         "bert-jan, in the pack as alone"
     );
 }
+
+/// The module as Fluent Bit holds it, over a configuration directory whose rule keeps its
+/// table in a state file written after every record.
+fn stateful_module(
+    module: &newterms_host::FluentBitModule,
+    dir: &TempDir,
+) -> newterms_host::FluentBit {
+    let rule = format!(
+        "{}\n[newterms]\nstate_file = \"/etc/newterms/t.state\"\nstate_every_records = 1\n",
+        newterms::DEFAULT_RULE
+    );
+    std::fs::write(dir.0.join("rule.toml"), rule).expect("rule file");
+    module
+        .instantiate("newterms_filter", Some(&dir.0))
+        .expect("module")
+}
+
+/// What the core answers for each record, as the filter does (the first output, or none).
+fn reference(records: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut d = newterms::Detector::from_config("", "").expect("rule");
+    records
+        .iter()
+        .map(|r| match d.process_collect(r).into_iter().next() {
+            Some(newterms::Output::Emit(s)) => s.into_owned().into_bytes(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_that_traps_anywhere_is_survived() {
+    // 60 records of 12 identities over an hour; record 30 is a first sighting.
+    let records: Vec<Vec<u8>> = (0..60u32)
+        .map(|i| {
+            record(
+                &format!("arn:aws:iam::1:user/u{}", (i * 7) % 12 + i / 30 * 12),
+                i * 60,
+            )
+        })
+        .collect();
+    let at = 30;
+    let full = reference(&records);
+    assert!(!full[at].is_empty(), "record {at} is an alert");
+    let skip: Vec<Vec<u8>> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let without = reference(&skip);
+    // Without record `at` (its sighting lost), or with it (saved before the trap).
+    let after_without: Vec<Vec<u8>> = without[at..].to_vec();
+    let after_with: Vec<Vec<u8>> = full[at + 1..].to_vec();
+    // The instructions the call takes, so that traps land all through it.
+    let metered = newterms_host::FluentBitModule::compile_metered(newterms_host::FLUENTBIT_MODULE)
+        .expect("module");
+    let dir = TempDir::new("trap-cost");
+    let mut fb = stateful_module(&metered, &dir);
+    for r in &records[..at] {
+        fb.call(b"t", (0, 0), Some(r)).expect("call");
+    }
+    let before = fb.instructions();
+    fb.call(b"t", (0, 0), Some(&records[at])).expect("call");
+    let cost = fb.instructions() - before;
+    assert!(cost > 1_000, "{cost}");
+    let mut points: Vec<u64> = vec![1, 2, 5, 10, 50];
+    // `cost` includes Fluent Bit's copies around the call: stop short of its end.
+    points.extend((1..120).map(|n| cost * n / 130));
+    let (mut lost, mut kept, mut rebuilt, mut in_allocator) = (0, 0, 0, 0);
+    for fuel in points {
+        let dir = TempDir::new("trap");
+        let mut fb = stateful_module(&metered, &dir);
+        for (i, r) in records[..at].iter().enumerate() {
+            assert_eq!(fb.call(b"t", (0, 0), Some(r)).expect("call"), full[i]);
+        }
+        let trapped = fb.call_with_fuel(b"t", (0, 0), Some(&records[at]), Some(fuel));
+        assert!(
+            trapped.is_err(),
+            "fuel {fuel} of {cost}: the call should trap"
+        );
+        let after: Vec<Vec<u8>> = records[at + 1..]
+            .iter()
+            .map(|r| {
+                fb.call(b"t", (0, 0), Some(r))
+                    .expect("a call after the trap")
+            })
+            .collect();
+        if after == after_without {
+            lost += 1;
+        } else {
+            assert!(
+                after == after_with,
+                "fuel {fuel} of {cost}: after the trap the filter answers neither as without record {at} nor as with it"
+            );
+            kept += 1;
+        }
+        // A trap before the call reached the filter leaves nothing to rebuild.
+        let stats = fb.stats().expect("stats");
+        let recoveries = stats["recoveries"].as_u64().unwrap_or(9);
+        assert!(recoveries <= 1, "fuel {fuel}: {stats}");
+        rebuilt += recoveries;
+        in_allocator += stats["allocator_restarts"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        lost > 90,
+        "the sighting of the trapped call is mostly lost ({lost} of {})",
+        lost + kept
+    );
+    assert!(
+        rebuilt >= 119,
+        "most traps were inside the filter and rebuilt it ({rebuilt})"
+    );
+    assert!(in_allocator > 0, "some traps were inside the allocator");
+}
+
+#[test]
+fn a_malloc_that_traps_anywhere_is_survived() {
+    // Fluent Bit copies each record in through the module's malloc; a trap there leaves
+    // the allocator half-way through a change. Stop one at every instruction in turn.
+    let records: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| {
+            record(
+                &format!("arn:aws:iam::1:user/u{}", i % 9 + i / 20 * 9),
+                i * 60,
+            )
+        })
+        .collect();
+    let full = reference(&records);
+    let metered = newterms_host::FluentBitModule::compile_metered(newterms_host::FLUENTBIT_MODULE)
+        .expect("module");
+    let mut restarts = 0;
+    let mut fuel = 1;
+    loop {
+        let dir = TempDir::new("malloc-trap");
+        let mut fb = stateful_module(&metered, &dir);
+        for (i, r) in records[..20].iter().enumerate() {
+            assert_eq!(fb.call(b"t", (0, 0), Some(r)).expect("call"), full[i]);
+        }
+        if fb.malloc_with_fuel(3000, fuel).is_ok() {
+            break;
+        }
+        for (i, r) in records[20..].iter().enumerate() {
+            let got = fb
+                .call(b"t", (0, 0), Some(r))
+                .expect("a call after the trap");
+            assert_eq!(got, full[20 + i], "fuel {fuel}: record {}", 20 + i);
+        }
+        let stats = fb.stats().expect("stats");
+        assert_eq!(stats["recoveries"], 0, "no filter call was abandoned");
+        restarts += stats["allocator_restarts"].as_u64().unwrap_or(0);
+        fuel += 1;
+    }
+    assert!(fuel > 20, "malloc took {fuel} instructions");
+    assert!(
+        restarts > 0,
+        "no trap landed inside the allocator in {fuel} tries"
+    );
+}
+
+#[test]
+fn the_module_is_a_reactor_whose_exports_start_at_the_stack_top() {
+    let m = newterms_host::FLUENTBIT_MODULE;
+    let exports: Vec<String> = wasmparser::Parser::new(0)
+        .parse_all(m)
+        .filter_map(|p| match p.expect("module") {
+            wasmparser::Payload::ExportSection(r) => Some(
+                r.into_iter()
+                    .map(|e| e.expect("export").name.to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for name in [
+        "_initialize",
+        "malloc",
+        "free",
+        "newterms_filter",
+        "newterms_stats",
+    ] {
+        assert!(
+            exports.iter().any(|e| e == name),
+            "{name} is not exported: {exports:?}"
+        );
+    }
+    assert!(
+        !exports
+            .iter()
+            .any(|e| e == "_start" || e == "newterms_fault_filter"),
+        "{exports:?}"
+    );
+    assert_eq!(
+        newterms_host::wasm_entry::exports_reset_stack(m),
+        Ok(true),
+        "every export sets the stack pointer first"
+    );
+}

@@ -9,6 +9,8 @@ mod fluentbit;
 mod hostile;
 mod limits;
 mod pack;
+mod real_fluentbit;
+mod stack;
 mod state;
 
 use serde_json::Value;

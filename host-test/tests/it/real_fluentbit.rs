@@ -1,0 +1,315 @@
+//! The Fluent Bit module inside the real Fluent Bit (`../shared/tools/fluent-bit/`, or
+//! `NEWTERMS_FLUENT_BIT`), on the shared data, with Fluent Bit's default settings: every
+//! output mode against the component (what the `newterms` command runs), the state file
+//! across a restart, the module compiled ahead of time with `wamrc`, and a call that
+//! traps on purpose. Without the binary each test says SKIPPED and does nothing; CI has it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::backend::TempDir;
+use crate::data::{as_lines, files};
+
+/// The Fluent Bit binary, or `None` (said loudly) when it is not there.
+fn fluent_bit() -> Option<PathBuf> {
+    let path = match std::env::var_os("NEWTERMS_FLUENT_BIT") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/tools/fluent-bit/fluent-bit"),
+    };
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: no Fluent Bit at {} (set NEWTERMS_FLUENT_BIT): the module is not tested in the real host",
+            path.display()
+        );
+        None
+    }
+}
+
+/// What a Fluent Bit run gave: the records its output wrote, and its log.
+struct Run {
+    out: Vec<Value>,
+    log: String,
+}
+
+impl Run {
+    /// Lines of the log that are warnings or errors (Fluent Bit's own shutdown notice
+    /// aside).
+    fn complaints(&self) -> Vec<&str> {
+        self.log
+            .lines()
+            .filter(|l| {
+                (l.contains("[error]") || l.contains("[ warn]") || l.contains("warning"))
+                    && !l.contains("service will shutdown")
+            })
+            .collect()
+    }
+}
+
+/// Runs Fluent Bit once over `input` (NDJSON) with the module at `module`, in `dir`
+/// (`Accessible_Paths .`: the module finds `newterms/rule.toml` there). `filter` holds
+/// extra lines for the filter section.
+fn run(
+    binary: &Path,
+    module: &Path,
+    function: &str,
+    input: &Path,
+    dir: &Path,
+    filter: &str,
+) -> Run {
+    let out_dir = dir.join("out");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    let config = format!(
+        "[SERVICE]\n    Flush 1\n    Log_Level info\n\
+         [INPUT]\n    Name tail\n    Path {}\n    Read_from_Head true\n    Parser json\n    Exit_On_Eof true\n\
+         [FILTER]\n    Name wasm\n    Match *\n    Event_Format json\n    Wasm_Path {}\n    Function_Name {function}\n    Accessible_Paths .\n{filter}\
+         [OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File records\n    Format plain\n",
+        input.display(),
+        module.display(),
+        out_dir.display()
+    );
+    let conf = dir.join("fluent-bit.conf");
+    std::fs::write(&conf, config).expect("config");
+    let parsers = binary.with_file_name("parsers.conf");
+    let output = Command::new(binary)
+        .current_dir(dir)
+        .args([
+            "-c".as_ref(),
+            conf.as_os_str(),
+            "-R".as_ref(),
+            parsers.as_os_str(),
+        ])
+        .output()
+        .expect("running Fluent Bit");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "Fluent Bit failed:\n{log}");
+    let text = std::fs::read_to_string(out_dir.join("records")).unwrap_or_default();
+    let out = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l}: {e}")))
+        .collect();
+    Run { out, log }
+}
+
+/// The shared data as one NDJSON file, and its lines: the invictus-ir records, then (with
+/// `stratus`) the stratus-red-team ones.
+fn input(dir: &Path, stratus: bool, marker_at: Option<usize>) -> (PathBuf, Vec<Vec<u8>>) {
+    let mut lines: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
+        .iter()
+        .flat_map(as_lines)
+        .collect();
+    if stratus {
+        lines.extend(
+            files("cloudtrail/stratus-red-team")
+                .iter()
+                .flat_map(as_lines),
+        );
+    }
+    if let Some(i) = marker_at {
+        let mut v: Value = serde_json::from_slice(&lines[i]).expect("record");
+        v["userAgent"] = "newterms-test-trap".into();
+        lines[i] = v.to_string().into_bytes();
+    }
+    let path = dir.join("input.ndjson");
+    let mut text = lines.join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&path, text).expect("input");
+    (path, lines)
+}
+
+/// What the component (the `newterms` command's engine) emits for `lines`.
+fn component(lines: &[Vec<u8>], settings: &str) -> Vec<Value> {
+    let mut s = newterms_host::Session::open(crate::backend::runtime(), "", settings)
+        .expect("component")
+        .expect("rule");
+    s.process_batch(lines)
+        .expect("process")
+        .into_iter()
+        .filter_map(|o| match o.output {
+            newterms_host::Output::Emit(doc) => Some(serde_json::from_str(&doc).expect("JSON")),
+            newterms_host::Output::Error(_) => None,
+        })
+        .collect()
+}
+
+/// The built-in rule in `dir/newterms/rule.toml`, keeping its table in
+/// `newterms/t.state`, saved every `every` records.
+fn rule_with_state(dir: &Path, every: u64) {
+    std::fs::create_dir_all(dir.join("newterms")).expect("config dir");
+    let rule = format!(
+        "{}\n[newterms]\nstate_file = \"newterms/t.state\"\nstate_every_records = {every}\n",
+        newterms::DEFAULT_RULE
+    );
+    std::fs::write(dir.join("newterms/rule.toml"), rule).expect("rule file");
+}
+
+fn module_file(dir: &Path, bytes: &[u8], name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("module file");
+    p
+}
+
+#[test]
+fn every_mode_with_default_settings_answers_as_the_command() {
+    let Some(fb) = fluent_bit() else { return };
+    let dir = TempDir::new("real-fb");
+    let (path, lines) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    for (function, settings) in [
+        ("newterms_filter", ""),
+        ("newterms_alert", ""),
+        ("newterms_passthrough", "output = \"passthrough\""),
+        ("newterms_annotate", "output = \"annotate\""),
+    ] {
+        let got = run(&fb, &module, function, &path, &dir.0, "");
+        assert_eq!(
+            got.complaints(),
+            Vec::<&str>::new(),
+            "{function}: {}",
+            got.log
+        );
+        let want = component(&lines, settings);
+        assert_eq!(got.out.len(), want.len(), "{function}");
+        assert!(
+            got.out == want,
+            "{function}: Fluent Bit's outputs differ from the component's"
+        );
+        if function == "newterms_filter" {
+            let terms: Vec<&Value> = got
+                .out
+                .iter()
+                .map(|a| &a["kibana.alert.new_terms"][0])
+                .collect();
+            assert_eq!(
+                terms.len(),
+                3,
+                "bert-jan, and stratus-red-team's IAM and federated users"
+            );
+            assert!(
+                terms[0]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(":user/bert-jan")),
+                "{terms:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_state_file_survives_a_restart() {
+    let Some(fb) = fluent_bit() else { return };
+    let dir = TempDir::new("real-fb-state");
+    // Saved every 100 records: Fluent Bit gives a filter no call at shutdown, so what came
+    // after the last save is not kept.
+    rule_with_state(&dir.0, 100);
+    // One 55-minute window: bert-jan is the one identity that alerts.
+    let (path, _) = input(&dir.0, false, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let first = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    assert_eq!(first.out.len(), 1, "{}", first.log);
+    assert!(
+        dir.0.join("newterms/t.state").is_file(),
+        "the state file is written"
+    );
+    let second = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    assert!(second.log.contains("restored 1 terms"), "{}", second.log);
+    assert_eq!(
+        second.out.len(),
+        0,
+        "every identity was seen within the window"
+    );
+}
+
+#[test]
+fn compiled_ahead_of_time_it_answers_the_same() {
+    let Some(fb) = fluent_bit() else { return };
+    let wamrc = fb.with_file_name("").join("../wamrc/wamrc");
+    let dir = TempDir::new("real-fb-aot");
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let aot = dir.0.join("newterms.aot");
+    let compiled = Command::new(&wamrc)
+        .args(["-o".as_ref(), aot.as_os_str(), module.as_os_str()])
+        .output();
+    match compiled {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "wamrc failed (it needs `apt-get install libllvm19`): {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: no wamrc at {} ({e}): the AOT module is not tested",
+                wamrc.display()
+            );
+            return;
+        }
+    }
+    let (path, _) = input(&dir.0, true, None);
+    let interpreted = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    let ahead = run(&fb, &aot, "newterms_filter", &path, &dir.0, "");
+    assert_eq!(ahead.complaints(), Vec::<&str>::new(), "{}", ahead.log);
+    assert_eq!(ahead.out.len(), 3);
+    assert!(
+        ahead.out == interpreted.out,
+        "the AOT module answers as the interpreted one"
+    );
+}
+
+/// The module built with `fault-injection` (`bash .ci/build-guest --fault-injection`).
+fn fault_module() -> Option<Vec<u8>> {
+    let path = match std::env::var_os("NEWTERMS_FAULT_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/fault/wasm32-wasip1/guest/newterms.wasm"),
+    };
+    match std::fs::read(&path) {
+        Ok(raw) => Some(newterms_host::wasm_entry::wrap_exports(&raw).expect("wrapping")),
+        Err(_) => {
+            eprintln!(
+                "SKIPPED: no fault-injection module at {} (bash .ci/build-guest --fault-injection)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn a_call_that_traps_is_survived_in_fluent_bit() {
+    let Some(fb) = fluent_bit() else { return };
+    let Some(fault) = fault_module() else { return };
+    let dir = TempDir::new("real-fb-trap");
+    rule_with_state(&dir.0, 1);
+    // The trap comes a few records after bert-jan's first call, which is saved by then.
+    let (_, plain) = input(&dir.0, true, None);
+    let first = plain
+        .iter()
+        .position(|l| {
+            let s = String::from_utf8_lossy(l);
+            s.contains("GetCallerIdentity") && s.contains("user/bert-jan")
+        })
+        .expect("bert-jan's first call");
+    let (path, _) = input(&dir.0, true, Some(first + 5));
+    let module = module_file(&dir.0, &fault, "fault.wasm");
+    let got = run(&fb, &module, "newterms_fault_filter", &path, &dir.0, "");
+    let traps = got.log.matches("Got exception running wasm code").count();
+    assert_eq!(traps, 1, "{}", got.log);
+    assert!(
+        got.log
+            .contains("[newterms] the previous call did not return"),
+        "{}",
+        got.log
+    );
+    assert!(got.log.contains("restored 1 terms"), "{}", got.log);
+    // bert-jan is remembered across the rebuild, and the later identities still alert.
+    assert_eq!(got.out.len(), 3, "{}", got.log);
+}

@@ -1,0 +1,242 @@
+//! Which fields the rules read, and where a record keeps them.
+//!
+//! The rules name fields by their ECS names (`event.action`). A [`Layout`] turns those
+//! names into capture slots, one per distinct path: the ECS path itself, matched whether
+//! the record nests it (`{"event":{"action":..}}`), dots it (`{"event.action":..}`) or
+//! mixes both, and for a raw CloudTrail record the CloudTrail path Elastic's AWS
+//! integration maps it from (`eventName`). The paths form a trie of their dot-separated
+//! components, which the scanner walks key by key; there is no limit on the number of
+//! fields or paths.
+
+/// A field the rules read, by ECS name; an index into its [`Layout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FieldId(pub(super) u32);
+
+/// How a raw CloudTrail record provides an ECS field.
+#[derive(Debug, Clone, Copy)]
+enum CloudTrail {
+    /// Read from this CloudTrail path.
+    Path(&'static str),
+    /// `aws.cloudtrail`, the same for every CloudTrail record.
+    Dataset,
+    /// `failure` when `errorCode` or `errorMessage` is present, else `success`.
+    Outcome,
+}
+
+/// ECS names as Elastic's AWS integration fills them from a raw CloudTrail record.
+const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
+    ("event.dataset", CloudTrail::Dataset),
+    ("event.provider", CloudTrail::Path("eventSource")),
+    ("event.action", CloudTrail::Path("eventName")),
+    ("event.outcome", CloudTrail::Outcome),
+    ("event.id", CloudTrail::Path("eventID")),
+    ("@timestamp", CloudTrail::Path("eventTime")),
+    (
+        "aws.cloudtrail.user_identity.type",
+        CloudTrail::Path("userIdentity.type"),
+    ),
+    (
+        "aws.cloudtrail.user_identity.arn",
+        CloudTrail::Path("userIdentity.arn"),
+    ),
+    (
+        "aws.cloudtrail.user_identity.access_key_id",
+        CloudTrail::Path("userIdentity.accessKeyId"),
+    ),
+    ("user.name", CloudTrail::Path("userIdentity.userName")),
+    ("user_agent.original", CloudTrail::Path("userAgent")),
+    ("source.address", CloudTrail::Path("sourceIPAddress")),
+    ("source.ip", CloudTrail::Path("sourceIPAddress")),
+    ("cloud.region", CloudTrail::Path("awsRegion")),
+    (
+        "cloud.account.id",
+        CloudTrail::Path("userIdentity.accountId"),
+    ),
+    ("aws.cloudtrail.event_type", CloudTrail::Path("eventType")),
+    ("aws.cloudtrail.error_code", CloudTrail::Path("errorCode")),
+    (
+        "aws.cloudtrail.error_message",
+        CloudTrail::Path("errorMessage"),
+    ),
+    (
+        "aws.cloudtrail.recipient_account_id",
+        CloudTrail::Path("recipientAccountId"),
+    ),
+];
+
+/// Whether an ECS field's value, when a record has it, appears verbatim in the record's
+/// text. False for the fields a CloudTrail record only implies (`event.dataset`,
+/// `event.outcome`): a prefilter must not look for their values in the text.
+pub fn verbatim_in_text(ecs_name: &str) -> bool {
+    !CLOUDTRAIL_FIELDS.iter().any(|(name, how)| {
+        *name == ecs_name && matches!(how, CloudTrail::Dataset | CloudTrail::Outcome)
+    })
+}
+
+/// Where a field's value comes from in a raw CloudTrail record.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Source {
+    Slot(u32),
+    /// `event.dataset` of a CloudTrail record: `aws.cloudtrail`.
+    Dataset,
+    Outcome,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct FieldSpec {
+    pub(super) name: Box<str>,
+    pub(super) ecs: u32,
+    pub(super) cloudtrail: Source,
+}
+
+/// One node of the path trie: a path component reached from its parent.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Node {
+    /// The slot whose path ends here.
+    pub(super) slot: Option<u32>,
+    /// The components below, sorted by name.
+    children: Vec<(Box<str>, u32)>,
+    /// Every slot whose path continues below this node (they all become mismatched when
+    /// a scalar stands here).
+    pub(super) below: Vec<u32>,
+}
+
+impl Node {
+    pub(super) fn has_children(&self) -> bool {
+        !self.children.is_empty()
+    }
+
+    fn child(&self, component: &str) -> Option<u32> {
+        self.children
+            .binary_search_by(|(name, _)| (**name).cmp(component))
+            .ok()
+            .map(|i| self.children[i].1)
+    }
+}
+
+/// Builds a [`Layout`] while the rules are compiled.
+#[derive(Debug, Default)]
+pub struct LayoutBuilder {
+    paths: Vec<Box<str>>,
+    fields: Vec<FieldSpec>,
+}
+
+/// The capture slots of a rule or pack, and how each ECS field is read from them.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub(super) paths: Vec<Box<str>>,
+    pub(super) fields: Vec<FieldSpec>,
+    /// The path trie; node 0 is the root (the record's top level).
+    pub(super) nodes: Vec<Node>,
+    pub(super) event_source: u32,
+    pub(super) event_name: u32,
+    pub(super) error_code: u32,
+    pub(super) error_message: u32,
+    pub(super) detail_type: u32,
+}
+
+impl LayoutBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&mut self, path: &str) -> u32 {
+        match self.paths.iter().position(|p| &**p == path) {
+            Some(i) => i as u32,
+            None => {
+                self.paths.push(path.into());
+                (self.paths.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The id of an ECS field, adding its capture slots on first use.
+    pub fn field(&mut self, name: &str) -> FieldId {
+        if let Some(i) = self.fields.iter().position(|f| &*f.name == name) {
+            return FieldId(i as u32);
+        }
+        let ecs = self.slot(name);
+        let cloudtrail = match CLOUDTRAIL_FIELDS.iter().find(|(n, _)| *n == name) {
+            Some((_, CloudTrail::Path(p))) => Source::Slot(self.slot(p)),
+            Some((_, CloudTrail::Dataset)) => Source::Dataset,
+            Some((_, CloudTrail::Outcome)) => Source::Outcome,
+            None => Source::None,
+        };
+        self.fields.push(FieldSpec {
+            name: name.into(),
+            ecs,
+            cloudtrail,
+        });
+        FieldId((self.fields.len() - 1) as u32)
+    }
+
+    pub fn build(mut self) -> Layout {
+        let event_source = self.slot("eventSource");
+        let event_name = self.slot("eventName");
+        let error_code = self.slot("errorCode");
+        let error_message = self.slot("errorMessage");
+        let detail_type = self.slot("detail-type");
+        let mut nodes = vec![Node::default()];
+        for (slot, path) in self.paths.iter().enumerate() {
+            let mut at = 0;
+            for component in path.split('.') {
+                nodes[at].below.push(slot as u32);
+                at = match nodes[at].children.iter().find(|(c, _)| &**c == component) {
+                    Some(&(_, next)) => next as usize,
+                    None => {
+                        nodes.push(Node::default());
+                        let next = nodes.len() - 1;
+                        nodes[at].children.push((component.into(), next as u32));
+                        next
+                    }
+                };
+            }
+            nodes[at].slot = Some(slot as u32);
+        }
+        for node in &mut nodes {
+            node.children.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Layout {
+            paths: self.paths,
+            fields: self.fields,
+            nodes,
+            event_source,
+            event_name,
+            error_code,
+            error_message,
+            detail_type,
+        }
+    }
+}
+
+impl Layout {
+    pub fn field_name(&self, id: FieldId) -> &str {
+        &self.fields[id.0 as usize].name
+    }
+
+    /// How many capture slots the layout has.
+    pub fn slots(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub(super) fn node(&self, id: u32) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    /// The node a key leads to from `from`: each dot-separated component of the key is one
+    /// step (`{"aws.cloudtrail": {...}}` reaches what `{"aws": {"cloudtrail": ...}}` does).
+    pub(super) fn step(&self, from: u32, key: &str) -> Option<u32> {
+        let mut at = from;
+        let mut rest = key;
+        loop {
+            match memchr::memchr(b'.', rest.as_bytes()) {
+                None => return self.node(at).child(rest),
+                Some(dot) => {
+                    at = self.node(at).child(&rest[..dot])?;
+                    rest = &rest[dot + 1..];
+                }
+            }
+        }
+    }
+}
