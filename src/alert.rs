@@ -13,8 +13,6 @@
 //! last stood. The fields that are the same for every alert of a rule are rendered once,
 //! when the rule is loaded.
 
-use std::fmt::Write as _;
-
 use crate::error::{ErrorKind, RecordError};
 use crate::rule::Rule;
 use crate::time::{self, Nanos};
@@ -87,7 +85,7 @@ impl Template {
             }
             push_json_str(&mut out, k);
             out.push(':');
-            out.push_str(&v.to_string());
+            crate::json::write(&mut out, &v);
         };
         put("kibana.alert.severity", rule.severity.as_str().into());
         put("kibana.alert.risk_score", rule.risk_score.into());
@@ -255,33 +253,7 @@ fn last_occurrences(entries: &[(std::borrow::Cow<'_, str>, &str)]) -> Vec<bool> 
     last
 }
 
-/// A JSON string literal.
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut run = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[run..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(esc);
-        }
-        run = i + 1;
-    }
-    out.push_str(&s[run..]);
-    out.push('"');
-}
+use crate::json::push_str as push_json_str;
 
 /// A valid JSON value's text without the whitespace between its tokens.
 fn minified(value: &str) -> String {

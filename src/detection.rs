@@ -41,7 +41,7 @@ pub(crate) struct Detection {
     term_fields: Vec<FieldId>,
     time_fields: Vec<FieldId>,
     /// The exception items, compiled; and how many records each excepted.
-    exceptions: Vec<(String, query::Node)>,
+    exceptions: Vec<(String, query::Program)>,
     pub(crate) excepted_by: Vec<u64>,
     pub(crate) terms: TermTable,
     /// What this rule decided: every counter but `records` and `prefiltered`, which the
@@ -65,7 +65,7 @@ impl Detection {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| RuleError::key("rule.filters", error.to_string()))?;
         let query = Query::compile(&rule.query, b)
-            .map_err(|error| RuleError::Query { error })?
+            .map_err(|error| RuleError::Query { error, at: None })?
             .and(filters);
         let term_fields = rule.new_terms_fields.iter().map(|f| b.field(f)).collect();
         let mut time_fields = Vec::new();
@@ -83,7 +83,7 @@ impl Detection {
             .map(|item| {
                 item.condition
                     .compile(b)
-                    .map(|node| (item.id.clone(), node))
+                    .map(|node| (item.id.clone(), query::Program::new(&node)))
                     .map_err(|error| RuleError::Key {
                         key: format!("exception {}", item.id),
                         message: error.to_string(),
@@ -171,8 +171,8 @@ impl Detection {
         }
         // An exception item that holds takes the record out of the rule altogether.
         let mut excepted = None;
-        for (i, (_, node)) in self.exceptions.iter().enumerate() {
-            if node.eval(view, layout)? {
+        for (i, (_, program)) in self.exceptions.iter().enumerate() {
+            if program.eval(view, layout)? {
                 excepted = Some(i);
                 break;
             }

@@ -9,11 +9,11 @@
 
 use std::borrow::Cow;
 
-use aho_corasick::{AhoCorasick, Input, MatchKind};
 use serde_json::value::RawValue;
 
 use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
+use crate::gate::Gate;
 use crate::record::{FieldId, Layout, LayoutBuilder, RecordView};
 use crate::rule::{OutputMode, Rule, RuleError};
 use crate::snapshot::{self, SnapshotError};
@@ -29,24 +29,6 @@ pub enum Output<'a> {
     Emit(Cow<'a, str>),
     /// A record that could not be processed.
     Error(RecordError),
-}
-
-/// The literals of every rule's gate in one automaton, searched leftmost-first (which
-/// keeps the automaton's fast literal prefilter) and restarted one byte after each match's
-/// start, so every occurrence of every pattern is found: two patterns that occur at the
-/// same place are one a prefix of the other, and `same_start` lists those to check there.
-#[derive(Debug)]
-struct Gate {
-    automaton: AhoCorasick,
-    patterns: Vec<Vec<u8>>,
-    /// For each pattern, the other patterns it is a prefix of or that are a prefix of it.
-    same_start: Vec<Vec<u32>>,
-    /// For each pattern below `escapes_from`, the rules it opens.
-    rules_of: Vec<Vec<u32>>,
-    /// Patterns from here on are escapes (`\u`, `\/`) that could hide any literal.
-    escapes_from: usize,
-    /// Rules with no gate: offered every record.
-    always: Vec<u32>,
 }
 
 /// The detector: its rules, the record layout they share, and the counters.
@@ -157,7 +139,11 @@ impl Detector {
             d.finish(&layout);
         }
         let gate = (detections.len() > 1)
-            .then(|| build_gate(&detections))
+            .then(|| {
+                let prefilters: Vec<Option<&crate::Prefilter>> =
+                    detections.iter().map(|d| d.prefilter.as_ref()).collect();
+                Gate::new(&prefilters)
+            })
             .flatten();
         let line_prefilter = match detections.as_slice() {
             [one] => one.prefilter.clone().filter(crate::Prefilter::is_active),
@@ -510,46 +496,7 @@ impl Detector {
                 candidates.push(r);
             }
         };
-        let mut everything = false;
-        let mut at = 0;
-        'scan: while at < text.len() {
-            let found = match gate
-                .automaton
-                .try_find(Input::new(text).span(at..text.len()))
-            {
-                Ok(found) => found,
-                Err(_) => {
-                    everything = true;
-                    break;
-                }
-            };
-            let Some(m) = found else { break };
-            let p = m.pattern().as_usize();
-            let here = &text[m.start()..];
-            let others = gate.same_start[p]
-                .iter()
-                .map(|&q| q as usize)
-                .filter(|&q| here.starts_with(&gate.patterns[q]));
-            for q in std::iter::once(p).chain(others) {
-                if q >= gate.escapes_from {
-                    everything = true;
-                    break 'scan;
-                }
-                for &r in &gate.rules_of[q] {
-                    mark(r);
-                }
-            }
-            at = m.start() + 1;
-        }
-        if everything {
-            for r in 0..self.rules.len() as u32 {
-                mark(r);
-            }
-        } else {
-            for &r in &gate.always {
-                mark(r);
-            }
-        }
+        gate.open(text, &mut mark);
         candidates.sort_unstable();
         let rules = &self.rules;
         candidates.retain(|&r| rules[r as usize].may_match(text));
@@ -692,77 +639,6 @@ impl Detector {
             Detector::pass(text, None, sink);
         }
     }
-}
-
-/// One automaton over every rule's gate literals, plus the escapes that could hide them.
-///
-/// A rule's gate is one of its prefilter's groups. Each rule takes the group whose
-/// literals the most rules share (then the one with the longest shortest literal): rules
-/// of one data source share literals (`network`, a dataset name), so the automaton stays
-/// small and keeps its fast vectorised search however many rules there are. Each
-/// candidate rule then runs its whole prefilter, so the choice changes only the cost.
-fn build_gate(rules: &[Detection]) -> Option<Gate> {
-    let groups: Vec<Vec<Vec<&[u8]>>> = rules
-        .iter()
-        .map(|d| d.prefilter.as_ref().map(|p| p.groups()).unwrap_or_default())
-        .collect();
-    let mut shared: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::new();
-    for rule in &groups {
-        let mut seen: Vec<&[u8]> = rule.iter().flatten().copied().collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for lit in seen {
-            *shared.entry(lit).or_default() += 1;
-        }
-    }
-    let mut patterns: Vec<Vec<u8>> = Vec::new();
-    let mut rules_of: Vec<Vec<u32>> = Vec::new();
-    let mut always = Vec::new();
-    for (i, rule) in groups.iter().enumerate() {
-        let score = |g: &Vec<&[u8]>| {
-            let sharing = g.iter().map(|l| shared.get(l).copied().unwrap_or(0)).min();
-            let length = g.iter().map(|l| l.len()).min();
-            (sharing, length)
-        };
-        let Some(lits) = rule.iter().max_by_key(|g| score(g)) else {
-            always.push(i as u32);
-            continue;
-        };
-        for lit in lits {
-            match patterns.iter().position(|p| p == lit) {
-                Some(p) => rules_of[p].push(i as u32),
-                None => {
-                    patterns.push(lit.to_vec());
-                    rules_of.push(vec![i as u32]);
-                }
-            }
-        }
-    }
-    let escapes_from = patterns.len();
-    patterns.push(b"\\u".to_vec());
-    patterns.push(b"\\/".to_vec());
-    let same_start = patterns
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (0..patterns.len())
-                .filter(|&j| j != i && (patterns[j].starts_with(p) || p.starts_with(&patterns[j])))
-                .map(|j| j as u32)
-                .collect()
-        })
-        .collect();
-    let automaton = AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(&patterns)
-        .ok()?;
-    Some(Gate {
-        automaton,
-        patterns,
-        same_start,
-        rules_of,
-        escapes_from,
-        always,
-    })
 }
 
 fn first_byte(text: &[u8]) -> Option<u8> {

@@ -28,8 +28,12 @@ pub enum RuleError {
     Toml { message: String },
     /// A key is missing, has the wrong type or an unusable value.
     Key { key: String, message: String },
-    /// The query cannot be run.
-    Query { error: QueryError },
+    /// The query cannot be run; `at` is where in the rule file (line and column, from 1),
+    /// when the query came from one.
+    Query {
+        error: QueryError,
+        at: Option<(usize, usize)>,
+    },
     /// The state to restore cannot be used.
     Snapshot {
         error: crate::snapshot::SnapshotError,
@@ -74,7 +78,11 @@ impl fmt::Display for RuleError {
         match self {
             RuleError::Toml { message } => write!(f, "the rule file is not valid TOML: {message}"),
             RuleError::Key { key, message } => write!(f, "{key}: {message}"),
-            RuleError::Query { error } => write!(f, "rule.query: {error}"),
+            RuleError::Query {
+                error,
+                at: Some((line, column)),
+            } => write!(f, "rule.query (line {line}, column {column}): {error}"),
+            RuleError::Query { error, at: None } => write!(f, "rule.query: {error}"),
             RuleError::Snapshot { error } => write!(f, "snapshot: {error}"),
             RuleError::InPack { source, error } => write!(f, "{source}: {error}"),
         }
@@ -403,8 +411,7 @@ impl Rule {
         let filters = match rule.get("filters") {
             None => Vec::new(),
             Some(f) => {
-                let json = serde_json::to_value(f)
-                    .map_err(|e| RuleError::key("rule.filters", e.to_string()))?;
+                let json = crate::json::from_toml(f);
                 crate::query::parse_filters(&json, "rule.filters")
                     .map_err(|e| RuleError::key(e.key, e.message))?
             }
@@ -444,9 +451,7 @@ impl Rule {
         };
         let threat = match rule.get("threat") {
             None => serde_json::Value::Array(Vec::new()),
-            Some(v @ Value::Array(_)) => {
-                serde_json::to_value(v).map_err(|e| RuleError::key("rule.threat", e.to_string()))?
-            }
+            Some(v @ Value::Array(_)) => crate::json::from_toml(v),
             Some(_) => return Err(RuleError::key("rule.threat", "expected an array of tables")),
         };
         let risk_score = match rule.get("risk_score") {
@@ -473,7 +478,10 @@ impl Rule {
             settings.apply(&t, "newterms.")?;
         }
         let query = get_str(rule, "rule.", "query")?;
-        crate::query::parse(query).map_err(|error| RuleError::Query { error })?;
+        crate::query::parse(query).map_err(|error| RuleError::Query {
+            at: query_location(text, error.position()),
+            error,
+        })?;
         let timestamp_override = match rule.get("timestamp_override") {
             None => None,
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -602,6 +610,75 @@ fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
             (Open::Table(_), None) => {}
         }
     }
+}
+
+/// Where, in a rule file, character `offset` of its `rule.query` stands: line and column
+/// (from 1, the column in characters), reading the TOML string's escapes.
+fn query_location(text: &str, offset: usize) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let rule = doc.get_ref().get("rule")?.get_ref().as_table()?;
+    let span = rule.get("query")?.span();
+    let raw = text.get(span.clone())?;
+    let byte = span.start + toml_string_offset(raw, offset)?;
+    let before = text.get(..byte)?;
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    Some((line, column))
+}
+
+/// The byte offset in a TOML string's source (`raw`, quotes included) of its decoded
+/// character `n`.
+fn toml_string_offset(raw: &str, n: usize) -> Option<usize> {
+    let (open, basic) = if raw.starts_with("\"\"\"") {
+        (3, true)
+    } else if raw.starts_with("'''") {
+        (3, false)
+    } else if raw.starts_with('"') {
+        (1, true)
+    } else {
+        (1, false)
+    };
+    let bytes = raw.as_bytes();
+    let mut i = open;
+    // A newline right after a multi-line string's opening is not part of it.
+    if open == 3 {
+        if raw[i..].starts_with("\r\n") {
+            i += 2;
+        } else if raw[i..].starts_with('\n') {
+            i += 1;
+        }
+    }
+    let mut decoded = 0;
+    while i < bytes.len() {
+        if decoded == n {
+            return Some(i);
+        }
+        let c = raw[i..].chars().next()?;
+        if basic && c == '\\' {
+            let next = *bytes.get(i + 1)?;
+            i += match next {
+                b'u' => 6,
+                b'U' => 10,
+                b'x' => 4,
+                b' ' | b'\t' | b'\r' | b'\n' => {
+                    // A line-ending backslash: the whitespace up to the next character
+                    // is dropped.
+                    let rest = &raw[i + 1..];
+                    let kept = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+                    i += 1 + rest.len() - kept.len();
+                    continue;
+                }
+                _ => 2,
+            };
+        } else {
+            i += c.len_utf8();
+        }
+        decoded += 1;
+    }
+    (decoded == n).then_some(i)
 }
 
 fn toml_message(e: &toml::de::Error, text: &str) -> String {
@@ -777,5 +854,35 @@ mod tests {
             assert!(parse_toml(bad).is_err(), "{bad}");
             assert!(bad.parse::<Table>().is_err(), "{bad}");
         }
+    }
+    #[test]
+    fn a_query_error_names_its_line_and_column_in_the_file() {
+        let start = DEFAULT_RULE.find("query = ").unwrap();
+        let end = start + 11 + DEFAULT_RULE[start + 11..].find("'''").unwrap() + 3;
+        let rule =
+            |query: &str| format!("{}{query}{}", &DEFAULT_RULE[..start], &DEFAULT_RULE[end..]);
+        let text = rule("query = '''\nevent.action: x and\n  y: (z\n'''");
+        let e = Rule::parse(&text, "").unwrap_err();
+        let line = text.lines().position(|l| l == "  y: (z").unwrap() + 1;
+        // The `(` that is not closed.
+        assert!(
+            matches!(e, RuleError::Query { at: Some((l, 6)), .. } if l == line),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("line {line}, column 6")),
+            "{e}"
+        );
+        let text = rule(r#"query = "a: \"x\" and b: \u0028 c""#);
+        let e = Rule::parse(&text, "").unwrap_err();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("query = "))
+            .unwrap()
+            + 1;
+        assert!(
+            matches!(e, RuleError::Query { at: Some((l, 26)), .. } if l == line),
+            "{e}"
+        );
     }
 }

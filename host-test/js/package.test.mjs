@@ -124,3 +124,26 @@ test("npm pack gives an installable package, and the example streams alerts with
   ]);
   fs.rmSync(dir, { recursive: true });
 });
+
+// A pack exported by the Rust tests: every rule's alerts as the core gives them.
+for (const [file, what, min] of [
+  ["wide-pack-case.json", "a pack of 200 generated rules over 400 fields", 200],
+  ["elastic-case.json", "every new_terms rule of Elastic's detection-rules as one pack", 240],
+]) {
+  const at = path.join(target, file);
+  test(`${what} gives the core's alerts`, (t) => {
+    if (!fs.existsSync(at)) {
+      t.skip(`SKIPPED: no ${at} (the Rust tests write it)`);
+      console.error(`SKIPPED: ${what}: no ${at}`);
+      return;
+    }
+    const c = JSON.parse(fs.readFileSync(at, "utf8"));
+    assert.ok(c.rules.length >= min, `${c.rules.length} rules`);
+    const d = new Detector(c.rules);
+    const uuids = [];
+    for (const r of c.records) {
+      for (const o of d.process(r)) if (o.record) uuids.push(o.record["kibana.alert.uuid"]);
+    }
+    assert.deepStrictEqual(uuids, c.alerts);
+  });
+}

@@ -66,7 +66,7 @@ pub fn rules(count: usize) -> Vec<(String, String)> {
                 match i % 4 {
                     0 => (
                         format!(
-                            r#"event.category: process and process.name: (proc{k}.exe or "PROC{k}.EXE" or *\\proc{k}.exe) and not user.name: *\$"#
+                            r#"event.category: process and process.name: (proc{k}.exe or "PROC{k}.EXE" or *\\proc{k}.exe) and not user.name: *$"#
                         ),
                         vec!["host.name", "user.name"],
                         format!("now-{}d", 1 + k % 10),
@@ -221,4 +221,98 @@ pub fn stream(seed: u64, n: usize) -> Vec<String> {
         out.push(rec);
     }
     out
+}
+
+/// `count` generated rules over many fields: rule `i` reads fields of its own under
+/// `labels.r<i>` (two or three each, so 200 rules read over 400 distinct fields), with the
+/// constructs Elastic's rules use between them: value lists, wildcards with spaces, ranges,
+/// `.caseless` multi-fields, free text and nested queries. For [`wide_stream`].
+pub fn wide_rules(count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| {
+            let f = |name: &str| format!("labels.r{i}.{name}");
+            let (query, fields): (String, Vec<String>) = match i % 6 {
+                0 => (
+                    format!(
+                        r#"{}: (k{i} or "K {i}") and not {}: bot*"#,
+                        f("kind"),
+                        f("actor")
+                    ),
+                    vec![f("actor")],
+                ),
+                1 => (
+                    format!(
+                        r#"{}: *wide {i} kind* and {} >= {}"#,
+                        f("kind"),
+                        f("count"),
+                        i % 50
+                    ),
+                    vec![f("actor"), f("host")],
+                ),
+                2 => (format!(r#"{}.caseless: k{i}"#, f("kind")), vec![f("actor")]),
+                3 => (
+                    format!(r#""wide-{i}-marker" and {}: *"#, f("kind")),
+                    vec![f("actor")],
+                ),
+                4 => (
+                    format!(r#"{}:{{ kind: k{i} and level > 2 }}"#, f("events")),
+                    vec![f("actor")],
+                ),
+                _ => (
+                    format!(r#"{}: (k{i} or x{i}) and {}: *"#, f("kind"), f("host")),
+                    vec![f("actor"), f("host"), f("count")],
+                ),
+            };
+            let id = format!("nt-wide-{i:03}");
+            let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+            let text = rule_file(
+                &id,
+                &format!("Wide rule {i}"),
+                &query,
+                &fields,
+                "now-2h",
+                None,
+            );
+            (format!("{id}.toml"), text)
+        })
+        .collect()
+}
+
+/// `n` records for [`wide_rules`] of `count` rules: each for one rule's fields, matching it
+/// or not, with actors that come back within the window and ones that do not.
+pub fn wide_stream(seed: u64, n: usize, count: usize) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    let start = 1_767_225_600i64;
+    (0..n)
+        .map(|j| {
+            let t = rfc3339(start + j as i64 * 20);
+            let i = rng.below(count as u64) as usize;
+            let actor = if rng.below(6) == 0 {
+                format!("bot{}", rng.below(3))
+            } else {
+                format!("a{}", rng.below(25))
+            };
+            let hit = rng.below(4) != 0;
+            let kind = match (i % 6, hit) {
+                (1, true) => format!("the wide {i} kind of thing"),
+                (2, true) => format!("K{i}"),
+                (_, true) if rng.below(5) == 0 => format!("K {i}"),
+                (_, true) => format!("k{i}"),
+                (_, false) => format!("k{}", i + 1),
+            };
+            let body = match i % 6 {
+                4 => format!(
+                    r#""events":[{{"kind":"{kind}","level":{}}},{{"kind":"other","level":9}}]"#,
+                    rng.below(5)
+                ),
+                3 => format!(r#""kind":"{kind}","note":"wide-{}-marker""#, if hit { i } else { i + 1 }),
+                _ => format!(r#""kind":"{kind}""#),
+            };
+            format!(
+                r#"{{"@timestamp":"{t}","labels":{{"r{i}":{{{body},"actor":"{actor}","host":"h{}","count":{}}}}}}}"#,
+                rng.below(4),
+                rng.below(60)
+            )
+        })
+        .collect()
 }

@@ -136,10 +136,20 @@ impl Filter {
         }
         let detector = Detector::from_rules(&rules, &settings)
             .map_err(|e| format!("{source} does not load: {e}"))?;
-        for rule in detector.rules() {
+        // One line a rule for a few; a count for a pack of many.
+        let loaded: Vec<&crate::Rule> = detector.rules().collect();
+        if loaded.len() <= 10 {
+            for rule in &loaded {
+                log(&format!(
+                    "loaded {source}: rule {} ({})",
+                    rule.rule_id, rule.name
+                ));
+            }
+        } else {
             log(&format!(
-                "loaded {source}: rule {} ({})",
-                rule.rule_id, rule.name
+                "loaded {source}: rules {} to {}",
+                loaded[0].rule_id,
+                loaded[loaded.len() - 1].rule_id
             ));
         }
         let settings_of_host = detector.rule().settings.clone();

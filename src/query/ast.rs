@@ -17,6 +17,14 @@ pub enum Expr {
         op: RangeOp,
         value: String,
     },
+    /// A value without a field: matches when any value of the record does.
+    FreeText(Pattern),
+    /// `path: { query }`: the query's fields are under `path`, and it must hold for one
+    /// element of `path`.
+    Nested {
+        path: String,
+        query: Box<Expr>,
+    },
 }
 
 /// A range comparison's operator.
@@ -86,8 +94,8 @@ impl Pattern {
     }
 }
 
-/// Prints KQL that parses back to the same tree: values quoted (their `*` literal) or, for
-/// wildcards, bare with every special character escaped.
+/// Prints KQL that parses back to the same tree: exact values quoted, wildcards bare with
+/// every character the grammar treats specially escaped.
 impl std::fmt::Display for Expr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -95,13 +103,19 @@ impl std::fmt::Display for Expr {
             Expr::Or(items) => join(f, items, " or "),
             Expr::Not(e) => write!(f, "not ({e})"),
             Expr::Field { field, value } => {
-                write_bare(f, field)?;
+                write_field(f, field)?;
                 write!(f, ": ({value})")
             }
             Expr::Range { field, op, value } => {
-                write_bare(f, field)?;
-                write!(f, " {} ", op.as_str())?;
+                // No space after a bare field: `xnot >` would read `not ` as a keyword.
+                write_field(f, field)?;
+                write!(f, "{} ", op.as_str())?;
                 write_quoted(f, value)
+            }
+            Expr::FreeText(p) => write_pattern(f, p),
+            Expr::Nested { path, query } => {
+                write_field(f, path)?;
+                write!(f, ": {{ {query} }}")
             }
         }
     }
@@ -113,16 +127,22 @@ impl std::fmt::Display for ValueExpr {
             ValueExpr::And(items) => join(f, items, " and "),
             ValueExpr::Or(items) => join(f, items, " or "),
             ValueExpr::Not(v) => write!(f, "not ({v})"),
-            ValueExpr::Value(Pattern::Exact(s)) => write_quoted(f, s),
-            ValueExpr::Value(Pattern::Wildcard(pieces)) => {
-                for (i, piece) in pieces.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("*")?;
-                    }
-                    write_bare(f, piece)?;
+            ValueExpr::Value(p) => write_pattern(f, p),
+        }
+    }
+}
+
+fn write_pattern(f: &mut std::fmt::Formatter<'_>, p: &Pattern) -> std::fmt::Result {
+    match p {
+        Pattern::Exact(s) => write_quoted(f, s),
+        Pattern::Wildcard(pieces) => {
+            for (i, piece) in pieces.iter().enumerate() {
+                if i > 0 {
+                    f.write_str("*")?;
                 }
-                Ok(())
+                write_bare(f, piece)?;
             }
+            Ok(())
         }
     }
 }
@@ -143,15 +163,42 @@ fn write_quoted(f: &mut std::fmt::Formatter<'_>, s: &str) -> std::fmt::Result {
     f.write_str("\"")
 }
 
-/// A bare word, every character the tokenizer treats specially escaped; a word that reads
-/// as a keyword gets its first character escaped.
+/// A field name: bare when it is plain, else quoted.
+fn write_field(f: &mut std::fmt::Formatter<'_>, field: &str) -> std::fmt::Result {
+    let plain = field
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c))
+        && !matches!(field.to_ascii_lowercase().as_str(), "and" | "or" | "not");
+    if plain {
+        f.write_str(field)
+    } else {
+        write_quoted(f, field)
+    }
+}
+
+/// Part of an unquoted literal: special characters escaped, `\t \r \n` as escapes, and
+/// the first letter of every `or`, `and`, `not` written as `\uXXXX`, so that no keyword
+/// can be read in it.
 fn write_bare(f: &mut std::fmt::Formatter<'_>, word: &str) -> std::fmt::Result {
-    let keyword = matches!(word.to_ascii_lowercase().as_str(), "and" | "or" | "not");
-    for (i, c) in word.chars().enumerate() {
-        if c.is_whitespace() || "\\():<>\"*{}".contains(c) || (keyword && i == 0) {
-            f.write_str("\\")?;
+    let chars: Vec<char> = word.chars().collect();
+    let starts_keyword = |i: usize| {
+        ["or", "and", "not"].iter().any(|k| {
+            k.chars().enumerate().all(|(j, kc)| {
+                chars
+                    .get(i + j)
+                    .is_some_and(|c| c.to_ascii_lowercase() == kc)
+            })
+        })
+    };
+    for (i, &c) in chars.iter().enumerate() {
+        match c {
+            '\n' => f.write_str("\\n")?,
+            '\t' => f.write_str("\\t")?,
+            '\r' => f.write_str("\\r")?,
+            c if "\\():<>\"*{}".contains(c) => write!(f, "\\{c}")?,
+            c if starts_keyword(i) => write!(f, "\\u{:04x}", c as u32)?,
+            c => write!(f, "{c}")?,
         }
-        write!(f, "{c}")?;
     }
     Ok(())
 }

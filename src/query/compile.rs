@@ -1,75 +1,92 @@
-//! A parsed query bound to a record layout, and its evaluation against one record.
+//! A parsed query (or an exception entry, or a filter) bound to the record layout: every
+//! field it names gets its capture slots, and value lists are distributed over their
+//! field so that every test reads one field.
 
-use std::cmp::Ordering;
-
-use super::ast::{Expr, Pattern, RangeOp, ValueExpr};
+use super::ast::{Expr, Pattern, ValueExpr};
+use super::condition::Condition;
 use super::error::QueryError;
-use crate::error::{ErrorKind, RecordError};
-use crate::exceptions::Cidr;
-use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
+use super::net::Cidr;
+use super::node::{Bound, Nested, Node, Test};
+use super::pattern::{lower, Fold};
+use super::program::Program;
+use crate::record::{FieldId, LayoutBuilder};
 
-/// A compiled query node: value lists are distributed over their field, so every leaf
-/// reads one field.
-#[derive(Debug, Clone)]
-pub enum Node {
-    And(Vec<Node>),
-    Or(Vec<Node>),
-    Not(Box<Node>),
-    Match {
-        field: FieldId,
-        pattern: Pattern,
-    },
-    Exists(FieldId),
-    /// A value matches a wildcard with `*` and `?` (exception entries, filters).
-    Glob {
-        field: FieldId,
-        pattern: String,
-        case_insensitive: bool,
-    },
-    /// A value compares with a bound (`field >= 5`).
-    Range {
-        field: FieldId,
-        op: RangeOp,
-        bound: Bound,
-    },
-    /// A value is an IP address inside a network (exception entries on IP fields).
-    InNetwork {
-        field: FieldId,
-        net: Cidr,
-    },
-    /// A value is one of a set, or an IP address inside one of the networks (value lists).
-    InSet {
-        field: FieldId,
-        values: hashbrown::HashSet<String>,
-        nets: Vec<Cidr>,
-    },
+/// An operator whose operands are the last ones compiled.
+enum Visit<'e, T> {
+    Enter(&'e T),
+    And(usize),
+    Or(usize),
+    Not,
 }
 
-pub(crate) fn compile(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
-    Ok(match expr {
-        Expr::And(items) => Node::And(
-            items
-                .iter()
-                .map(|e| compile(e, layout))
-                .collect::<Result<_, _>>()?,
-        ),
-        Expr::Or(items) => Node::Or(
-            items
-                .iter()
-                .map(|e| compile(e, layout))
-                .collect::<Result<_, _>>()?,
-        ),
-        Expr::Not(e) => Node::Not(Box::new(compile(e, layout)?)),
-        Expr::Field { field, value } => {
-            let id = layout.field(field);
-            distribute(id, value, is_ip_field(field))
-        }
-        Expr::Range { field, op, value } => Node::Range {
-            field: layout.field(field),
-            op: *op,
-            bound: Bound::new(value),
+/// Builds the node of an operator from its operands, the last `n` of `done`.
+fn close(done: &mut Vec<Node>, op: Visit<'_, impl Sized>) {
+    let at = |n: usize, done: &Vec<Node>| done.len().saturating_sub(n);
+    let node = match op {
+        Visit::And(n) => Node::And(done.split_off(at(n, done))),
+        Visit::Or(n) => Node::Or(done.split_off(at(n, done))),
+        Visit::Not => match done.pop() {
+            Some(n) => Node::Not(Box::new(n)),
+            None => return,
         },
-    })
+        Visit::Enter(_) => return,
+    };
+    done.push(node);
+}
+
+/// Compiles a query, with a stack of its own (a rule's nesting costs no call stack: the
+/// Fluent Bit module loads rules on an 8 KiB one).
+pub(crate) fn compile(root: &Expr, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
+    let mut todo = vec![Visit::Enter(root)];
+    let mut done: Vec<Node> = Vec::new();
+    while let Some(visit) = todo.pop() {
+        let Visit::Enter(expr) = visit else {
+            close(&mut done, visit);
+            continue;
+        };
+        match expr {
+            Expr::And(items) | Expr::Or(items) => {
+                todo.push(if matches!(expr, Expr::And(_)) {
+                    Visit::And(items.len())
+                } else {
+                    Visit::Or(items.len())
+                });
+                todo.extend(items.iter().rev().map(Visit::Enter));
+            }
+            Expr::Not(e) => {
+                todo.push(Visit::Not);
+                todo.push(Visit::Enter(e));
+            }
+            Expr::Field { field, value } => {
+                let id = layout.field(field);
+                done.push(distribute(id, value, is_ip_field(field), Fold::of(field).0));
+            }
+            Expr::Range { field, op, value } => done.push(Node::Test(Test::Range {
+                field: layout.field(field),
+                op: *op,
+                bound: Bound::new(value),
+                fold: Fold::of(field).0,
+            })),
+            Expr::FreeText(p) => {
+                layout.collect_all();
+                done.push(Node::Test(Test::FreeText(p.clone())));
+            }
+            Expr::Nested { path, query } => {
+                // The elements are records of their own, with a layout of their own.
+                let mut inner = LayoutBuilder::new();
+                let node = compile(query, &mut inner)?;
+                let program = Program::new(&node);
+                done.push(Node::Test(Test::Nested(Box::new(Nested {
+                    raw: layout.raw(path),
+                    node,
+                    layout: inner.build(),
+                    program,
+                }))));
+            }
+        }
+    }
+    done.pop()
+        .ok_or_else(|| QueryError::syntax("internal: nothing compiled", 0))
 }
 
 /// Whether an ECS field is of type `ip` (`source.ip`, `host.ip`, `related.ip`,
@@ -79,165 +96,126 @@ pub fn is_ip_field(name: &str) -> bool {
     name == "ip" || name.ends_with(".ip")
 }
 
-/// A range bound, read as a number and as a time where it can be.
-#[derive(Debug, Clone)]
-pub struct Bound {
-    text: String,
-    number: Option<f64>,
-    time: Option<crate::time::Nanos>,
-}
-
-impl Bound {
-    pub fn new(text: &str) -> Bound {
-        Bound {
-            text: text.to_owned(),
-            number: text.parse::<f64>().ok().filter(|n| n.is_finite()),
-            time: crate::time::parse_timestamp(text),
+/// A pattern as a folded field compares it: lowercased for `.caseless`.
+fn folded(p: &Pattern, fold: Fold) -> Pattern {
+    match (fold, p) {
+        (Fold::Lower, Pattern::Exact(s)) => Pattern::Exact(lower(s)),
+        (Fold::Lower, Pattern::Wildcard(pieces)) => {
+            Pattern::Wildcard(pieces.iter().map(|s| lower(s)).collect())
         }
-    }
-
-    /// How `value` compares with the bound: as numbers when both are numbers, as times
-    /// when both are timestamps, else as text (keyword order); `None` when a number or
-    /// time bound meets a value that is neither.
-    fn compare(&self, value: &Scalar<'_>) -> Option<Ordering> {
-        match value {
-            Scalar::Num(n) => self
-                .number?
-                .partial_cmp(&n.as_f64()?)
-                .map(Ordering::reverse),
-            Scalar::Bool(_) => None,
-            Scalar::Str(s) => {
-                if let (Some(b), Ok(v)) = (self.number, s.parse::<f64>()) {
-                    return v.partial_cmp(&b);
-                }
-                if let (Some(b), Some(v)) = (self.time, crate::time::parse_timestamp(s)) {
-                    return Some(v.cmp(&b));
-                }
-                if self.number.is_some() || self.time.is_some() {
-                    return None;
-                }
-                Some(s.as_ref().cmp(self.text.as_str()))
-            }
-        }
+        _ => p.clone(),
     }
 }
 
 /// `f: (a or b)` is `f: a or f: b`; `f: (a and b)` is `f: a and f: b` (on an array field
 /// the two may hold for different elements, as in Elasticsearch).
-fn distribute(field: FieldId, value: &ValueExpr, ip: bool) -> Node {
-    let each = |items: &[ValueExpr]| items.iter().map(|v| distribute(field, v, ip)).collect();
-    match value {
-        ValueExpr::And(items) => Node::And(each(items)),
-        ValueExpr::Or(items) => Node::Or(each(items)),
-        ValueExpr::Not(v) => Node::Not(Box::new(distribute(field, v, ip))),
-        ValueExpr::Value(p) if p.is_exists() => Node::Exists(field),
-        ValueExpr::Value(p) => match p {
-            Pattern::Exact(s) if ip => match Cidr::parse(s) {
-                Some(net) => Node::InNetwork { field, net },
-                None => Node::Match {
-                    field,
-                    pattern: p.clone(),
-                },
-            },
-            _ => Node::Match {
+fn distribute(field: FieldId, value: &ValueExpr, ip: bool, fold: Fold) -> Node {
+    let mut todo = vec![Visit::Enter(value)];
+    let mut done: Vec<Node> = Vec::new();
+    while let Some(visit) = todo.pop() {
+        let Visit::Enter(v) = visit else {
+            close(&mut done, visit);
+            continue;
+        };
+        match v {
+            ValueExpr::And(items) | ValueExpr::Or(items) => {
+                todo.push(if matches!(v, ValueExpr::And(_)) {
+                    Visit::And(items.len())
+                } else {
+                    Visit::Or(items.len())
+                });
+                todo.extend(items.iter().rev().map(Visit::Enter));
+            }
+            ValueExpr::Not(inner) => {
+                todo.push(Visit::Not);
+                todo.push(Visit::Enter(inner));
+            }
+            ValueExpr::Value(p) => done.push(Node::Test(value_test(field, p, ip, fold))),
+        }
+    }
+    done.pop().unwrap_or(Node::Or(Vec::new()))
+}
+
+/// The test of one value against a field.
+fn value_test(field: FieldId, p: &Pattern, ip: bool, fold: Fold) -> Test {
+    if p.is_exists() {
+        return Test::Exists(field);
+    }
+    match p {
+        Pattern::Exact(s) if ip => match Cidr::parse(s) {
+            Some(net) => Test::InNetwork { field, net },
+            None => Test::Match {
                 field,
                 pattern: p.clone(),
+                fold,
             },
+        },
+        _ => Test::Match {
+            field,
+            pattern: folded(p, fold),
+            fold,
         },
     }
 }
 
-impl Node {
-    /// Evaluates the node. A field read with a shape it cannot have is an error for the
-    /// record; fields that evaluation does not reach (short-circuit) are not judged.
-    pub fn eval(&self, view: &RecordView<'_>, layout: &Layout) -> Result<bool, RecordError> {
-        match self {
-            Node::And(items) => {
-                for n in items {
-                    if !n.eval(view, layout)? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
+impl Condition {
+    /// The condition as a query node over `layout`'s fields.
+    pub(crate) fn compile(&self, layout: &mut LayoutBuilder) -> Result<Node, QueryError> {
+        Ok(match self {
+            Condition::All(items) => Node::And(
+                items
+                    .iter()
+                    .map(|c| c.compile(layout))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Condition::Any(items) => Node::Or(
+                items
+                    .iter()
+                    .map(|c| c.compile(layout))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Condition::Not(c) => Node::Not(Box::new(c.compile(layout)?)),
+            Condition::Equals { field, value } => {
+                let fold = Fold::of(field).0;
+                Node::Test(Test::Match {
+                    field: layout.field(field),
+                    pattern: folded(&Pattern::Exact(value.clone()), fold),
+                    fold,
+                })
             }
-            Node::Or(items) => {
-                for n in items {
-                    if n.eval(view, layout)? {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            }
-            Node::Not(n) => Ok(!n.eval(view, layout)?),
-            Node::Exists(f) => match view.get(layout, *f) {
-                Field::Absent => Ok(false),
-                Field::Values(_) | Field::Object => Ok(true),
-                Field::Mismatch => Err(wrong_type(layout, *f, false)),
-            },
-            Node::Match { field, pattern } => match view.get(layout, *field) {
-                Field::Values(values) => Ok(values.iter().any(|v| match v {
-                    // A number matches a number however either is written (`5`, `5.0`).
-                    Scalar::Num(n) => {
-                        pattern.matches(&v.text()) || numbers_equal(pattern, n.as_f64())
-                    }
-                    _ => pattern.matches(&v.text()),
-                })),
-                _ => any_value(view, layout, *field, |_| false),
-            },
-            Node::Glob {
+            Condition::Wildcard {
                 field,
                 pattern,
                 case_insensitive,
-            } => any_value(view, layout, *field, |t| {
-                crate::exceptions::glob_with(pattern, t, *case_insensitive)
+            } => Node::Test(Test::Glob {
+                field: layout.field(field),
+                pattern: pattern.clone(),
+                case_insensitive: *case_insensitive || Fold::of(field).0 != Fold::None,
             }),
-            Node::Range { field, op, bound } => match view.get(layout, *field) {
-                Field::Values(values) => Ok(values
-                    .iter()
-                    .any(|v| bound.compare(v).is_some_and(|o| op.holds(o)))),
-                _ => any_value(view, layout, *field, |_| false),
-            },
-            Node::InNetwork { field, net } => any_value(view, layout, *field, |t| net.contains(t)),
-            Node::InSet {
+            Condition::InNetwork { field, net } => Node::Test(Test::InNetwork {
+                field: layout.field(field),
+                net: *net,
+            }),
+            Condition::Exists { field } => Node::Test(Test::Exists(layout.field(field))),
+            Condition::InList {
                 field,
                 values,
                 nets,
-            } => any_value(view, layout, *field, |t| {
-                values.contains(t) || nets.iter().any(|n| n.contains(t))
-            }),
-        }
+            } => {
+                let fold = Fold::of(field).0;
+                Node::Test(Test::InSet {
+                    field: layout.field(field),
+                    values: values
+                        .iter()
+                        .map(|v| match fold {
+                            Fold::None => v.clone(),
+                            Fold::Lower | Fold::Text => lower(v),
+                        })
+                        .collect(),
+                    nets: nets.clone(),
+                })
+            }
+            Condition::Kql(text) => compile(&super::parse(text)?, layout)?,
+        })
     }
-}
-
-fn numbers_equal(pattern: &Pattern, value: Option<f64>) -> bool {
-    match (pattern, value) {
-        (Pattern::Exact(s), Some(v)) => s.parse::<f64>().is_ok_and(|p| p == v),
-        _ => false,
-    }
-}
-
-/// Whether any value of `field` satisfies `test`; absent is false.
-fn any_value(
-    view: &RecordView<'_>,
-    layout: &Layout,
-    field: FieldId,
-    test: impl Fn(&str) -> bool,
-) -> Result<bool, RecordError> {
-    match view.get(layout, field) {
-        Field::Absent => Ok(false),
-        Field::Values(values) => Ok(values.iter().any(|v| test(&v.text()))),
-        Field::Object => Err(wrong_type(layout, field, true)),
-        Field::Mismatch => Err(wrong_type(layout, field, false)),
-    }
-}
-
-/// The per-record error for a field of the wrong shape.
-pub(crate) fn wrong_type(layout: &Layout, field: FieldId, is_object: bool) -> RecordError {
-    let name = layout.field_name(field);
-    let what = if is_object {
-        format!("field `{name}` holds an object where the rule reads a value")
-    } else {
-        format!("field `{name}` cannot be read: a value stands where its path needs an object")
-    };
-    RecordError::new(ErrorKind::WrongType, what)
 }

@@ -18,7 +18,8 @@ use memchr::memmem::Finder;
 use super::scan;
 
 use super::ast::Pattern;
-use super::compile::Node;
+use super::node::{Node, Test};
+use super::pattern::Fold;
 use crate::record::{verbatim_in_text, Layout};
 
 /// Literals shorter than this are too common in log text to be worth a search.
@@ -54,6 +55,11 @@ fn find_escape(text: &[u8], second: u8) -> Option<usize> {
         at = p + 1;
     }
     None
+}
+
+/// Whether `text` has an escape (`\u`, `\/`) that could hide a literal.
+pub(crate) fn has_escape(text: &[u8]) -> bool {
+    find_escape(text, b'u').is_some() || find_escape(text, b'/').is_some()
 }
 
 /// What a [`BufferScan`] cursor looks for.
@@ -239,56 +245,115 @@ impl<'p> BufferScan<'p> {
 }
 
 /// Groups of literals (in canonical JSON form): one of each group must be in the text.
-fn required(node: &Node, layout: &Layout) -> Vec<Vec<String>> {
-    match node {
-        Node::And(items) => items.iter().flat_map(|n| required(n, layout)).collect(),
-        Node::Or(items) => {
-            let mut merged = Vec::new();
-            for n in items {
-                // The most selective group of each branch: its longest shortest literal.
-                let best = required(n, layout)
-                    .into_iter()
-                    .max_by_key(|g| g.iter().map(String::len).min().unwrap_or(0));
-                match best {
-                    Some(g) => merged.extend(g),
-                    None => return Vec::new(),
-                }
+/// `and` joins its operands' groups; `or` merges the most selective group of each branch
+/// into one (none when a branch has none). A walk with a stack of its own: a rule's
+/// nesting costs no call stack (the Fluent Bit module loads rules on an 8 KiB one).
+fn required(root: &Node, root_layout: &Layout) -> Vec<Vec<String>> {
+    enum Visit<'n> {
+        Enter(&'n Node, &'n Layout),
+        /// An `and` (or `or`) whose operands' groups are the last `operands` on `done`.
+        Exit {
+            and: bool,
+            operands: usize,
+        },
+    }
+    let mut todo = vec![Visit::Enter(root, root_layout)];
+    let mut done: Vec<Vec<Vec<String>>> = Vec::new();
+    while let Some(visit) = todo.pop() {
+        match visit {
+            Visit::Enter(Node::And(items) | Node::Or(items), layout) => {
+                todo.push(Visit::Exit {
+                    and: matches!(visit, Visit::Enter(Node::And(_), _)),
+                    operands: items.len(),
+                });
+                todo.extend(items.iter().rev().map(|n| Visit::Enter(n, layout)));
             }
-            merged.sort();
-            merged.dedup();
-            if merged.is_empty() {
-                Vec::new()
-            } else {
-                vec![merged]
+            // An element's values are in the record's text, as the element's own are.
+            Visit::Enter(Node::Test(Test::Nested(n)), _) => {
+                todo.push(Visit::Enter(&n.node, &n.layout))
             }
-        }
-        Node::Not(_)
-        | Node::Exists(_)
-        | Node::Glob { .. }
-        | Node::InNetwork { .. }
-        | Node::InSet { .. }
-        | Node::Range { .. } => Vec::new(),
-        Node::Match { field, pattern } => {
-            if !verbatim_in_text(layout.field_name(*field)) {
-                return Vec::new();
-            }
-            let lit = match pattern {
-                Pattern::Exact(s) => s.as_str(),
-                Pattern::Wildcard(pieces) => pieces
-                    .iter()
-                    .max_by_key(|p| p.len())
-                    .map_or("", |s| s.as_str()),
-            };
-            // Numbers and booleans may be written differently from their text (`5.0`).
-            let scalar_like = lit.parse::<f64>().is_ok() || lit == "true" || lit == "false";
-            let lit = json_escaped(lit);
-            if lit.len() < MIN_LITERAL || scalar_like {
-                Vec::new()
-            } else {
-                vec![vec![lit]]
+            Visit::Enter(Node::Not(_), _) => done.push(Vec::new()),
+            Visit::Enter(Node::Test(test), layout) => done.push(test_groups(test, layout)),
+            Visit::Exit { and, operands } => {
+                let groups = done.split_off(done.len().saturating_sub(operands));
+                done.push(if and {
+                    groups.into_iter().flatten().collect()
+                } else {
+                    either(groups)
+                });
             }
         }
     }
+    done.pop().unwrap_or_default()
+}
+
+/// The one group an `or` requires: the most selective group of each branch (its longest
+/// shortest literal), merged; none when a branch requires nothing.
+fn either(branches: Vec<Vec<Vec<String>>>) -> Vec<Vec<String>> {
+    let mut merged = Vec::new();
+    for groups in branches {
+        let best = groups
+            .into_iter()
+            .max_by_key(|g| g.iter().map(String::len).min().unwrap_or(0));
+        match best {
+            Some(g) => merged.extend(g),
+            None => return Vec::new(),
+        }
+    }
+    merged.sort();
+    merged.dedup();
+    if merged.is_empty() {
+        Vec::new()
+    } else {
+        vec![merged]
+    }
+}
+
+/// The groups one test requires.
+fn test_groups(test: &Test, layout: &Layout) -> Vec<Vec<String>> {
+    match test {
+        Test::Exists(_)
+        | Test::Glob { .. }
+        | Test::InNetwork { .. }
+        | Test::InSet { .. }
+        | Test::Range { .. }
+        | Test::Nested(_) => Vec::new(),
+        // A folded field's values are not in the text as the pattern writes them.
+        Test::Match { fold, .. } if *fold != Fold::None => Vec::new(),
+        Test::FreeText(pattern) => literal_of(pattern).into_iter().collect(),
+        Test::Match { field, pattern, .. } => {
+            if !verbatim_in_text(layout.field_name(*field)) {
+                return Vec::new();
+            }
+            literal_of(pattern).into_iter().collect()
+        }
+    }
+}
+
+/// The one-literal group a value pattern requires of the text, if any: the exact value,
+/// or a wildcard's longest piece, as JSON writes it inside a string.
+fn literal_of(pattern: &Pattern) -> Option<Vec<String>> {
+    let lit = match pattern {
+        Pattern::Exact(s) => s.as_str(),
+        Pattern::Wildcard(pieces) => pieces
+            .iter()
+            .max_by_key(|p| p.len())
+            .map_or("", |s| s.as_str()),
+    };
+    // Numbers and booleans may be written differently from their text (`5.0`).
+    let scalar_like = number_like(lit) || lit == "true" || lit == "false";
+    let lit = json_escaped(lit);
+    (lit.len() >= MIN_LITERAL && !scalar_like).then(|| vec![lit])
+}
+
+/// Whether `s` could read as a number (every text `f64` parses, and some more): a sign,
+/// digits, points and exponents, or infinity and NaN. Cheaper than parsing it.
+fn number_like(s: &str) -> bool {
+    let t = s.trim_start_matches(['+', '-']).to_ascii_lowercase();
+    matches!(t.as_str(), "inf" | "infinity" | "nan")
+        || (t.bytes().any(|b| b.is_ascii_digit())
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.e".contains(&b)))
 }
 
 /// `s` as it appears between the quotes of a JSON string written with minimal escapes.

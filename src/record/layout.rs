@@ -8,9 +8,18 @@
 //! components, which the scanner walks key by key; there is no limit on the number of
 //! fields or paths.
 
+use crate::query::Fold;
+
 /// A field the rules read, by ECS name; an index into its [`Layout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FieldId(pub(super) u32);
+
+impl FieldId {
+    /// The `i`-th field of a layout (`0..Layout::field_count()`).
+    pub fn from_index(i: usize) -> FieldId {
+        FieldId(i as u32)
+    }
+}
 
 /// How a raw CloudTrail record provides an ECS field.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +35,7 @@ enum CloudTrail {
 /// ECS names as Elastic's AWS integration fills them from a raw CloudTrail record.
 const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
     ("event.dataset", CloudTrail::Dataset),
+    ("data_stream.dataset", CloudTrail::Dataset),
     ("event.provider", CloudTrail::Path("eventSource")),
     ("event.action", CloudTrail::Path("eventName")),
     ("event.outcome", CloudTrail::Outcome),
@@ -86,6 +96,8 @@ pub(super) enum Source {
 #[derive(Debug, Clone)]
 pub(super) struct FieldSpec {
     pub(super) name: Box<str>,
+    /// A multi-field (`process.name.caseless`) reads its parent's value, folded.
+    fold: Fold,
     pub(super) ecs: u32,
     pub(super) cloudtrail: Source,
 }
@@ -100,6 +112,8 @@ pub(super) struct Node {
     /// Every slot whose path continues below this node (they all become mismatched when
     /// a scalar stands here).
     pub(super) below: Vec<u32>,
+    /// The raw capture of this path's values' text, when one was asked for.
+    pub(super) raw: Option<u32>,
 }
 
 impl Node {
@@ -120,6 +134,8 @@ impl Node {
 pub struct LayoutBuilder {
     paths: Vec<Box<str>>,
     fields: Vec<FieldSpec>,
+    raws: Vec<Box<str>>,
+    all: bool,
 }
 
 /// The capture slots of a rule or pack, and how each ECS field is read from them.
@@ -134,6 +150,10 @@ pub struct Layout {
     pub(super) error_code: u32,
     pub(super) error_message: u32,
     pub(super) detail_type: u32,
+    /// How many raw captures there are.
+    pub(super) raws: usize,
+    /// Every scalar of a record is collected (for free text).
+    all: bool,
 }
 
 impl LayoutBuilder {
@@ -151,13 +171,16 @@ impl LayoutBuilder {
         }
     }
 
-    /// The id of an ECS field, adding its capture slots on first use.
+    /// The id of an ECS field, adding its capture slots on first use. An ECS multi-field
+    /// (`<field>.caseless`, `<field>.text`) is the field it extends, read folded: no
+    /// document holds it, Elasticsearch derives it from the field.
     pub fn field(&mut self, name: &str) -> FieldId {
         if let Some(i) = self.fields.iter().position(|f| &*f.name == name) {
             return FieldId(i as u32);
         }
-        let ecs = self.slot(name);
-        let cloudtrail = match CLOUDTRAIL_FIELDS.iter().find(|(n, _)| *n == name) {
+        let (fold, parent) = Fold::of(name);
+        let ecs = self.slot(parent);
+        let cloudtrail = match CLOUDTRAIL_FIELDS.iter().find(|(n, _)| *n == parent) {
             Some((_, CloudTrail::Path(p))) => Source::Slot(self.slot(p)),
             Some((_, CloudTrail::Dataset)) => Source::Dataset,
             Some((_, CloudTrail::Outcome)) => Source::Outcome,
@@ -165,10 +188,28 @@ impl LayoutBuilder {
         };
         self.fields.push(FieldSpec {
             name: name.into(),
+            fold,
             ecs,
             cloudtrail,
         });
         FieldId((self.fields.len() - 1) as u32)
+    }
+
+    /// A raw capture of a path: the text of every value the record has there (a nested
+    /// query reads its elements). An id into [`crate::RecordView::raw`].
+    pub fn raw(&mut self, path: &str) -> u32 {
+        match self.raws.iter().position(|p| &**p == path) {
+            Some(i) => i as u32,
+            None => {
+                self.raws.push(path.into());
+                (self.raws.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Collect every scalar value of each record (free text matches any of them).
+    pub fn collect_all(&mut self) {
+        self.all = true;
     }
 
     pub fn build(mut self) -> Layout {
@@ -179,20 +220,12 @@ impl LayoutBuilder {
         let detail_type = self.slot("detail-type");
         let mut nodes = vec![Node::default()];
         for (slot, path) in self.paths.iter().enumerate() {
-            let mut at = 0;
-            for component in path.split('.') {
-                nodes[at].below.push(slot as u32);
-                at = match nodes[at].children.iter().find(|(c, _)| &**c == component) {
-                    Some(&(_, next)) => next as usize,
-                    None => {
-                        nodes.push(Node::default());
-                        let next = nodes.len() - 1;
-                        nodes[at].children.push((component.into(), next as u32));
-                        next
-                    }
-                };
-            }
-            nodes[at].slot = Some(slot as u32);
+            let end = insert(&mut nodes, path, Some(slot as u32));
+            nodes[end].slot = Some(slot as u32);
+        }
+        for (raw, path) in self.raws.iter().enumerate() {
+            let end = insert(&mut nodes, path, None);
+            nodes[end].raw = Some(raw as u32);
         }
         for node in &mut nodes {
             node.children.sort_by(|a, b| a.0.cmp(&b.0));
@@ -206,13 +239,51 @@ impl LayoutBuilder {
             error_code,
             error_message,
             detail_type,
+            raws: self.raws.len(),
+            all: self.all,
         }
     }
+}
+
+/// The trie node of `path`, made as needed; every node on the way gets `below` in its
+/// list of slots that continue beneath it.
+fn insert(nodes: &mut Vec<Node>, path: &str, below: Option<u32>) -> usize {
+    let mut at = 0;
+    for component in path.split('.') {
+        if let Some(slot) = below {
+            nodes[at].below.push(slot);
+        }
+        at = match nodes[at].children.iter().find(|(c, _)| &**c == component) {
+            Some(&(_, next)) => next as usize,
+            None => {
+                nodes.push(Node::default());
+                let next = nodes.len() - 1;
+                nodes[at].children.push((component.into(), next as u32));
+                next
+            }
+        };
+    }
+    at
 }
 
 impl Layout {
     pub fn field_name(&self, id: FieldId) -> &str {
         &self.fields[id.0 as usize].name
+    }
+
+    /// Whether every scalar of a record is collected.
+    pub fn collects_all(&self) -> bool {
+        self.all
+    }
+
+    /// How a field's values are folded before matching (a multi-field's).
+    pub fn fold(&self, id: FieldId) -> Fold {
+        self.fields[id.0 as usize].fold
+    }
+
+    /// How many fields the layout reads.
+    pub fn field_count(&self) -> usize {
+        self.fields.len()
     }
 
     /// How many capture slots the layout has.

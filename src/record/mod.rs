@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use serde_json::Number;
 
 pub use layout::{verbatim_in_text, FieldId, Layout, LayoutBuilder};
-pub(crate) use scan::entries;
+pub(crate) use scan::{elements, entries};
 
 use crate::error::{ErrorKind, RecordError};
 use layout::Source;
@@ -110,6 +110,10 @@ pub struct RecordView<'a> {
     /// A top-level `detail` object, as text.
     detail: Option<&'a str>,
     cloudtrail: bool,
+    /// Every scalar, when the layout collects them all (free text).
+    all: Vec<Scalar<'a>>,
+    /// The text of each raw path's values.
+    raws: Vec<Vec<&'a str>>,
 }
 
 impl<'a> RecordView<'a> {
@@ -125,7 +129,12 @@ impl<'a> RecordView<'a> {
             records: None,
             detail: None,
             cloudtrail: false,
+            all: Vec::new(),
+            raws: Vec::new(),
         };
+        if layout.raws > 0 {
+            view.raws.resize_with(layout.raws, Vec::new);
+        }
         if layout.slots() > INLINE_SLOTS {
             view.more
                 .resize_with(layout.slots() - INLINE_SLOTS, Captured::default);
@@ -193,6 +202,20 @@ impl<'a> RecordView<'a> {
             }
             Source::None => Field::Absent,
         }
+    }
+
+    /// Every scalar value of the record (a layout that collects them all; empty else).
+    pub fn all_values(&self) -> &[Scalar<'a>] {
+        &self.all
+    }
+
+    /// The text of the values at a raw path ([`LayoutBuilder::raw`]).
+    pub fn raw(&self, id: u32) -> &[&'a str] {
+        self.raws.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    fn raw_mut(&mut self, id: u32) -> &mut Vec<&'a str> {
+        &mut self.raws[id as usize]
     }
 
     fn cap(&self, slot: u32) -> &Captured<'a> {

@@ -24,6 +24,9 @@ use std::fmt;
 
 use super::{Captured, Layout, RecordView, Scalar};
 
+// What the scanner captures besides the slots: with a layout that `collects_all`, every
+// scalar of the record (free text reads them), and for each raw path, its values' text.
+
 /// serde_json's recursion limit: walked containers nest at most this deep, minus one.
 const MAX_DEPTH: usize = 128;
 
@@ -85,6 +88,16 @@ pub(super) struct ScanError {
     code: Code,
     line: usize,
     column: usize,
+}
+
+impl ScanError {
+    /// A surrogate escape that is not half of a pair.
+    fn is_surrogate(&self) -> bool {
+        matches!(
+            self.code,
+            Code::LoneLeadingSurrogate | Code::UnexpectedEndOfHexEscape
+        )
+    }
 }
 
 impl fmt::Display for ScanError {
@@ -305,6 +318,12 @@ impl<'a> Scanner<'a> {
     /// Reads a string whose opening quote is at `pos`, borrowed when it has no escape;
     /// `\u` escapes must pair their surrogates.
     fn string(&mut self) -> Result<Cow<'a, str>> {
+        self.string_with(true)
+    }
+
+    /// [`Scanner::string`]; when not `strict`, a surrogate escape that is not half of a
+    /// pair reads as U+FFFD instead of being an error.
+    fn string_with(&mut self, strict: bool) -> Result<Cow<'a, str>> {
         self.pos += 1;
         let start = self.pos;
         self.skip_plain();
@@ -330,7 +349,17 @@ impl<'a> Scanner<'a> {
                 }
                 Some(b'\\') => {
                     self.pos += 1;
-                    self.escape(&mut out)?;
+                    let at = self.pos;
+                    match self.escape(&mut out) {
+                        Ok(()) => {}
+                        Err(e) if strict || !e.is_surrogate() => return Err(e),
+                        Err(_) => {
+                            // Its four hex digits, read again without pairing.
+                            self.pos = at + 1;
+                            self.four_hex()?;
+                            out.push('\u{fffd}');
+                        }
+                    }
                     run = self.pos;
                 }
                 Some(_) => {
@@ -493,6 +522,14 @@ impl<'a> Scanner<'a> {
 
     /// Skips one value at `pos` (after whitespace), checking its syntax, at any depth.
     fn skip_value(&mut self) -> Result<()> {
+        self.walk_value(None)
+    }
+
+    /// [`Scanner::skip_value`], handing every scalar in it to `collect` when there is
+    /// one (free text reads every value). Collected strings are decoded leniently (a lone
+    /// surrogate escape reads as U+FFFD) and numbers past `f64` are left out, so that
+    /// collecting changes nothing about which records are JSON.
+    fn walk_value(&mut self, mut collect: Option<&mut Vec<Scalar<'a>>>) -> Result<()> {
         let mut levels = BitStack::new();
         'value: loop {
             self.ws();
@@ -521,12 +558,30 @@ impl<'a> Scanner<'a> {
                         continue 'value;
                     }
                 }
-                Some(b'"') => self.skip_string()?,
+                Some(b'"') => match collect.as_deref_mut() {
+                    None => self.skip_string()?,
+                    Some(all) => all.push(Scalar::Str(self.string_with(false)?)),
+                },
                 Some(b'-' | b'0'..=b'9') => {
-                    self.number_text()?;
+                    let text = self.number_text()?;
+                    if let Some(all) = collect.as_deref_mut() {
+                        if let Ok(n) = serde_json::from_str(text) {
+                            all.push(Scalar::Num(n));
+                        }
+                    }
                 }
-                Some(b't') => self.ident(b"true")?,
-                Some(b'f') => self.ident(b"false")?,
+                Some(b't') => {
+                    self.ident(b"true")?;
+                    if let Some(all) = collect.as_deref_mut() {
+                        all.push(Scalar::Bool(true));
+                    }
+                }
+                Some(b'f') => {
+                    self.ident(b"false")?;
+                    if let Some(all) = collect.as_deref_mut() {
+                        all.push(Scalar::Bool(false));
+                    }
+                }
                 Some(b'n') => self.ident(b"null")?,
                 None => return Err(self.error(Code::EofValue)),
                 Some(_) => return Err(self.error(Code::ExpectedValue)),
@@ -687,7 +742,7 @@ fn walk<'a>(
                 s.colon()?;
                 s.ws();
                 let Kind::Object { node, top } = kind else {
-                    s.skip_value()?;
+                    s.walk_value(layout.collects_all().then_some(&mut view.all))?;
                     continue;
                 };
                 if top && key == "Records" {
@@ -705,11 +760,26 @@ fn walk<'a>(
                 }
                 match layout.step(node, &key) {
                     None => {
-                        s.skip_value()?;
+                        s.walk_value(layout.collects_all().then_some(&mut view.all))?;
                         continue;
                     }
                     Some(n) => {
                         let node = layout.node(n);
+                        if let Some(raw) = node.raw {
+                            // Kept whole (a nested query reads its elements), and read
+                            // again below when other paths go on into it.
+                            let start = s.pos;
+                            s.skip_value()?;
+                            view.raw_mut(raw).push(&s.text[start..s.pos]);
+                            if node.slot.is_none() && !node.has_children() {
+                                if layout.collects_all() {
+                                    s.pos = start;
+                                    s.walk_value(Some(&mut view.all))?;
+                                }
+                                continue;
+                            }
+                            s.pos = start;
+                        }
                         Target {
                             exact: node.slot,
                             below: node.has_children().then_some(n),
@@ -746,6 +816,9 @@ fn walk<'a>(
             }
             _ => {
                 if let Some(value) = s.scalar()? {
+                    if layout.collects_all() {
+                        view.all.push(value.clone());
+                    }
                     if let Some(slot) = target.exact {
                         view.cap_mut(slot).push(value);
                     }
@@ -837,4 +910,58 @@ pub(crate) fn entries(text: &str) -> std::result::Result<Vec<(Cow<'_, str>, &str
     };
     go().map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// The elements of a nested path's value: the value itself when it is an object; the
+/// objects in it when it is an array (arrays in it flattened); nothing else.
+pub(crate) fn elements(text: &str) -> Vec<&str> {
+    let mut s = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    let mut out = Vec::new();
+    let mut go = || -> Result<()> {
+        s.ws();
+        match s.peek() {
+            Some(b'{') => {
+                out.push(text.trim());
+                return Ok(());
+            }
+            Some(b'[') => {}
+            _ => return Ok(()),
+        }
+        let mut depth = 0usize;
+        loop {
+            s.ws();
+            match s.peek() {
+                Some(b'[') => {
+                    s.pos += 1;
+                    depth += 1;
+                    continue;
+                }
+                Some(b']') => {
+                    s.pos += 1;
+                    depth -= 1;
+                }
+                Some(b',') => {
+                    s.pos += 1;
+                    continue;
+                }
+                Some(b'{') => {
+                    let start = s.pos;
+                    s.skip_value()?;
+                    out.push(&text[start..s.pos]);
+                }
+                Some(_) => s.skip_value()?,
+                None => return Ok(()),
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+        }
+    };
+    // The text was read as JSON already; what does not read again gives no elements.
+    let _ = go();
+    out
 }

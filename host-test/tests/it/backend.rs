@@ -330,3 +330,29 @@ impl Detect for FluentBitDetect {
             .collect()
     }
 }
+
+/// A configuration directory with `rules` (sources as file paths or names) in its
+/// `rules/` (under `sub`, for the real Fluent Bit's relative places).
+pub fn rules_dir(label: &str, sub: &str, rules: &[(String, String)]) -> TempDir {
+    let dir = TempDir::new(label);
+    let at = dir.0.join(sub).join("rules");
+    std::fs::create_dir_all(&at).expect("rules dir");
+    for (source, text) in rules {
+        let name = std::path::Path::new(source).file_name().expect("file name");
+        std::fs::write(at.join(name), text).expect("rule file");
+    }
+    dir
+}
+
+/// The core's one answer a record, as a one-answer host (Fluent Bit) gives it: the
+/// record's first output, empty for none.
+pub fn first_outputs(rules: &[(String, String)], records: &[Vec<u8>]) -> Vec<String> {
+    let mut pack = newterms::Detector::from_pack(rules, "").expect("pack");
+    records
+        .iter()
+        .map(|r| match pack.process_collect(r).into_iter().next() {
+            Some(newterms::Output::Emit(a)) => a.into_owned(),
+            _ => String::new(),
+        })
+        .collect()
+}

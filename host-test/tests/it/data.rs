@@ -233,3 +233,17 @@ fn invictus_ir_with_the_terraform_exception_alerts_on_the_first_other_call() {
     session.process_batch(&lines).expect("batch");
     assert_eq!(session.exception_counts().expect("counts"), counts);
 }
+
+/// The shared CloudTrail records, invictus-ir's then stratus-red-team's, one a line.
+pub fn cloudtrail_lines() -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
+        .iter()
+        .flat_map(as_lines)
+        .collect();
+    lines.extend(
+        files("cloudtrail/stratus-red-team")
+            .iter()
+            .flat_map(as_lines),
+    );
+    lines
+}

@@ -17,15 +17,7 @@ fn record(arn: &str, secs: u32) -> Vec<u8> {
 
 #[test]
 fn shared_data_one_call_per_record_equals_the_component() {
-    let mut lines: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
-        .iter()
-        .flat_map(as_lines)
-        .collect();
-    lines.extend(
-        files("cloudtrail/stratus-red-team")
-            .iter()
-            .flat_map(as_lines),
-    );
+    let lines = crate::data::cloudtrail_lines();
     assert_eq!(lines.len(), 3210);
     let mut fb = Backend::FluentBit.open("", "").expect("module");
     let mut comp = Backend::Component.open("", "").expect("component");

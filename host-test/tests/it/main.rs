@@ -5,6 +5,7 @@ mod cli;
 mod component;
 mod contract;
 mod data;
+mod elastic;
 mod fluentbit;
 mod hostile;
 mod limits;

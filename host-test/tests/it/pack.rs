@@ -200,8 +200,125 @@ fn the_component_runs_a_pack_as_the_core_does() {
 }
 
 /// Writes the pack, its records and the core's answers to `target/pack-case.json`, for
-/// the npm package's test (`host-test/js/package.test.mjs`).
+/// the npm package's test (`host-test/js/package.test.mjs`), with each rule's counters.
 fn export_for_js(rules: &[(String, String)], records: &[String], native: &Detector) {
+    let stats: serde_json::Map<String, Value> = native
+        .all_rule_stats()
+        .into_iter()
+        .map(|(id, s)| {
+            let fields: serde_json::Map<String, Value> =
+                s.fields().into_iter().map(|(k, v)| (k, v.into())).collect();
+            (id, fields.into())
+        })
+        .collect();
+    export_case_with("pack-case.json", rules, records, Some(stats));
+}
+
+/// Every field a pack's rules read, with the CloudTrail paths their names map to.
+fn distinct_fields(rules: &[(String, String)]) -> usize {
+    let mut fields = std::collections::BTreeSet::new();
+    for (_, text) in rules {
+        let rule = newterms::Rule::parse(text, "").expect("rule");
+        fields.extend(rule.new_terms_fields.iter().cloned());
+        let mut b = newterms::LayoutBuilder::new();
+        newterms::Query::compile(&rule.query, &mut b).expect("query");
+        let layout = b.build();
+        for i in 0..layout.field_count() {
+            fields.insert(
+                layout
+                    .field_name(newterms::FieldId::from_index(i))
+                    .to_owned(),
+            );
+        }
+    }
+    fields.len()
+}
+
+#[test]
+fn a_pack_of_200_rules_over_400_fields_alerts_rule_by_rule_as_alone() {
+    let rules = newterms_host::pack::wide_rules(204);
+    assert!(
+        distinct_fields(&rules) >= 400,
+        "{}",
+        distinct_fields(&rules)
+    );
+    let records = newterms_host::pack::wide_stream(11, 30_000, rules.len());
+    let mut together = Detector::from_pack(&rules, "").expect("the pack loads");
+    let (pack_alerts, _) = run(&mut together, &records);
+    let mut alerting = 0;
+    for (i, (source, text)) in rules.iter().enumerate() {
+        let mut alone = Detector::from_config(text, "").expect("the rule loads alone");
+        let id = alone.rule().rule_id.clone();
+        let (mut a, _) = run(&mut alone, &records);
+        let expected = a.remove(&id).unwrap_or_default();
+        assert!(
+            pack_alerts.get(&id).cloned().unwrap_or_default() == expected,
+            "{source}: the alerts differ"
+        );
+        assert_eq!(together.rule_stats(i), alone.stats(), "{source}");
+        alerting += usize::from(!expected.is_empty());
+    }
+    assert_eq!(alerting, rules.len(), "every rule alerts on the stream");
+    // The component holds the same pack and gives the same alerts.
+    let rt = Runtime::embedded().expect("component");
+    let settings = "";
+    let packed = Rules::Pack(rules.clone());
+    let mut s = Session::open_rules(
+        &rt,
+        &packed,
+        settings,
+        None,
+        Limits::for_rules(&packed, settings),
+    )
+    .expect("instantiating")
+    .expect("the pack loads in the component");
+    let lines: Vec<Vec<u8>> = records.iter().map(|r| r.clone().into_bytes()).collect();
+    let mut component: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for chunk in lines.chunks(500) {
+        for o in s.process_batch(chunk).expect("batch") {
+            if let newterms_host::Output::Emit(a) = o.output {
+                component.entry(rule_id(&a)).or_default().push(a);
+            }
+        }
+    }
+    assert!(
+        component == pack_alerts,
+        "the component's alerts differ from the core's"
+    );
+    // The Fluent Bit module, with the rules in its rules directory: one answer a record,
+    // the core's first.
+    let dir = crate::backend::rules_dir("wide-pack", "", &rules);
+    let mut fb = newterms_host::FluentBit::load(
+        newterms_host::FLUENTBIT_MODULE,
+        "newterms_filter",
+        Some(&dir.0),
+    )
+    .expect("module");
+    let some: Vec<Vec<u8>> = records
+        .iter()
+        .take(6_000)
+        .map(|r| r.clone().into_bytes())
+        .collect();
+    let want = crate::backend::first_outputs(&rules, &some);
+    for (r, want) in some.iter().zip(want) {
+        let got = fb.call(b"t", (0, 0), Some(r)).expect("call");
+        assert_eq!(String::from_utf8(got).expect("UTF-8"), want);
+    }
+    export_case("wide-pack-case.json", &rules, &records[..5_000]);
+}
+
+/// Writes rules, records and the core's alert ids to `target/<name>`, for the npm
+/// package's test (`host-test/js/package.test.mjs`).
+pub fn export_case(name: &str, rules: &[(String, String)], records: &[String]) {
+    export_case_with(name, rules, records, None)
+}
+
+fn export_case_with(
+    name: &str,
+    rules: &[(String, String)],
+    records: &[String],
+    rule_stats: Option<serde_json::Map<String, Value>>,
+) {
     let mut d = Detector::from_pack(rules, "").expect("pack");
     let mut uuids = Vec::new();
     for r in records {
@@ -212,21 +329,13 @@ fn export_for_js(rules: &[(String, String)], records: &[String], native: &Detect
             }
         });
     }
-    let stats: serde_json::Map<String, Value> = native
-        .all_rule_stats()
-        .into_iter()
-        .map(|(id, s)| {
-            let fields: serde_json::Map<String, Value> =
-                s.fields().into_iter().map(|(k, v)| (k, v.into())).collect();
-            (id, fields.into())
-        })
-        .collect();
-    let doc = serde_json::json!({
-        "rules": rules.iter().map(|(_, t)| t).collect::<Vec<_>>(),
-        "records": records,
-        "alerts": uuids,
-        "rule_stats": stats,
-    });
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pack-case.json");
+    let texts: Vec<&str> = rules.iter().map(|(_, t)| t.as_str()).collect();
+    let mut doc = serde_json::json!({ "rules": texts, "records": records, "alerts": uuids });
+    if let Some(stats) = rule_stats {
+        doc["rule_stats"] = stats.into();
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(name);
     std::fs::write(&path, doc.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

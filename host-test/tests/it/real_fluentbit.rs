@@ -313,3 +313,33 @@ fn a_call_that_traps_is_survived_in_fluent_bit() {
     // bert-jan is remembered across the rebuild, and the later identities still alert.
     assert_eq!(got.out.len(), 3, "{}", got.log);
 }
+
+#[test]
+fn the_whole_elastic_set_runs_as_one_pack_in_fluent_bit() {
+    let Some(fb) = fluent_bit() else { return };
+    let Some(rules) = crate::elastic::elastic_rules() else {
+        return;
+    };
+    let dir = crate::backend::rules_dir("real-fb-elastic", "newterms", &rules);
+    let (path, lines) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let got = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    assert_eq!(got.complaints(), Vec::<&str>::new(), "{}", got.log);
+    assert!(
+        got.log
+            .contains(&format!("loaded a pack of {} rules", rules.len())),
+        "{}",
+        got.log
+    );
+    // One answer a record: each record's first output, as the core gives it.
+    let want: Vec<Value> = crate::backend::first_outputs(&rules, &lines)
+        .iter()
+        .filter(|a| !a.is_empty())
+        .map(|a| serde_json::from_str(a).expect("alert"))
+        .collect();
+    assert!(!want.is_empty());
+    assert!(
+        got.out == want,
+        "Fluent Bit's outputs differ from the core's"
+    );
+}

@@ -48,27 +48,42 @@ fn stress_records() -> Vec<(String, Vec<u8>)> {
     v
 }
 
-#[test]
-fn every_call_fits_the_default_stack() {
-    let module = wamr_stack::instrument(FLUENTBIT_MODULE).expect("instrumenting the module");
-    let compiled = FluentBitModule::compile(&module).expect("compiling");
-    let dir = TempDir::new("stack");
+/// The most stack each step needs: loading the configuration in `dir` (the first call),
+/// then each of `records`.
+fn measure(
+    compiled: &FluentBitModule,
+    dir: &std::path::Path,
+    records: &[Vec<u8>],
+) -> (newterms_host::FluentBit, u32, u32) {
     let mut fb = compiled
-        .instantiate("newterms_filter", Some(&dir.0))
+        .instantiate("newterms_filter", Some(dir))
         .expect("instantiating");
     fb.reset_stack_need().unwrap();
     fb.call(b"t", (0, 0), Some(b"{}")).unwrap();
     let load = fb.stack_need().unwrap();
-    let mut report = vec![("the first call (loading the rule)".to_owned(), load)];
-    let mut data = 0;
-    for path in files("cloudtrail/invictus-ir") {
-        for line in as_lines(&path) {
-            fb.reset_stack_need().unwrap();
-            fb.call(b"t", (0, 0), Some(&line)).unwrap();
-            data = data.max(fb.stack_need().unwrap());
-        }
+    let mut most = 0;
+    for r in records {
+        fb.reset_stack_need().unwrap();
+        fb.call(b"t", (0, 0), Some(r)).unwrap();
+        most = most.max(fb.stack_need().unwrap());
     }
-    report.push(("the invictus-ir records".into(), data));
+    (fb, load, most)
+}
+
+#[test]
+fn every_call_fits_the_default_stack() {
+    let module = wamr_stack::instrument(FLUENTBIT_MODULE).expect("instrumenting the module");
+    let compiled = FluentBitModule::compile(&module).expect("compiling");
+    let invictus: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
+        .iter()
+        .flat_map(as_lines)
+        .collect();
+    let dir = TempDir::new("stack");
+    let (mut fb, load, data) = measure(&compiled, &dir.0, &invictus);
+    let mut report = vec![
+        ("the first call (loading the rule)".to_owned(), load),
+        ("the invictus-ir records".into(), data),
+    ];
     for (name, record) in stress_records() {
         fb.reset_stack_need().unwrap();
         fb.call(b"t", (0, 0), Some(&record)).unwrap();
@@ -77,28 +92,28 @@ fn every_call_fits_the_default_stack() {
     fb.reset_stack_need().unwrap();
     fb.stats().unwrap();
     report.push(("newterms_stats".into(), fb.stack_need().unwrap()));
-    // A pack of rules, loaded from a directory, over real data.
-    let pack = TempDir::new("stack-pack");
-    std::fs::create_dir_all(pack.0.join("rules")).unwrap();
-    for (name, text) in newterms_host::pack::rules(60) {
-        std::fs::write(pack.0.join("rules").join(name), text).unwrap();
-    }
-    let mut fb = compiled
-        .instantiate("newterms_filter", Some(&pack.0))
-        .expect("instantiating");
-    fb.reset_stack_need().unwrap();
-    fb.call(b"t", (0, 0), Some(b"{}")).unwrap();
-    report.push((
-        "loading a pack of 60 rules".into(),
-        fb.stack_need().unwrap(),
-    ));
-    let mut data = 0;
-    for line in newterms_host::pack::stream(7, 3_000) {
-        fb.reset_stack_need().unwrap();
-        fb.call(b"t", (0, 0), Some(line.as_bytes())).unwrap();
-        data = data.max(fb.stack_need().unwrap());
-    }
+    // A pack of rules, loaded from a directory, over records its rules match.
+    let pack = crate::backend::rules_dir("stack-pack", "", &newterms_host::pack::rules(60));
+    let stream: Vec<Vec<u8>> = newterms_host::pack::stream(7, 3_000)
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    let (_, load, data) = measure(&compiled, &pack.0, &stream);
+    report.push(("loading a pack of 60 rules".into(), load));
     report.push(("a pack's records".into(), data));
+    // Every Elastic new_terms rule as one pack, when they are at hand.
+    if let Some(rules) = crate::elastic::elastic_rules() {
+        let pack = crate::backend::rules_dir("stack-elastic", "", &rules);
+        let (_, load, data) = measure(&compiled, &pack.0, &invictus);
+        report.push((
+            format!(
+                "loading Elastic's {} new_terms rules as one pack",
+                rules.len()
+            ),
+            load,
+        ));
+        report.push(("the Elastic pack over invictus-ir".into(), data));
+    }
     for (name, need) in &report {
         eprintln!("WAMR stack: {need:5} bytes: {name}");
     }
