@@ -377,6 +377,7 @@ fn main() -> Result<()> {
 
     instructions(&records)?;
     packs(&a, &rt, &records, &packed, mb)?;
+    elastic_set(&a, &rt, &records)?;
     if !a.skip_terms {
         terms_held(&a, &rt, &records)?;
     }
@@ -529,6 +530,76 @@ fn packs(a: &Args, rt: &Runtime, records: &[String], packed: &[Vec<u8>], mb: f64
             ecs_mb / t,
             t_pack / t
         );
+    }
+    Ok(())
+}
+
+/// Elastic's whole `new_terms` set as one pack (`.ci/elastic-rules`), against the built-in
+/// rule alone: throughput natively and in the component, and the component's memory, on
+/// the CloudTrail mix and on an ECS stream.
+fn elastic_set(a: &Args, rt: &Runtime, records: &[String]) -> Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/elastic-rules");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!();
+        println!(
+            "(no Elastic rules at {}: run bash .ci/elastic-rules)",
+            dir.display()
+        );
+        return Ok(());
+    };
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let set: Vec<(String, String)> = files
+        .iter()
+        .map(|p| Ok((p.display().to_string(), std::fs::read_to_string(p)?)))
+        .collect::<Result<_>>()?;
+    let seed = vec![("built-in".to_owned(), newterms::DEFAULT_RULE.to_owned())];
+    let ecs: Vec<String> = newterms_host::pack::stream(3, records.len().min(100_000));
+    println!();
+    println!(
+        "Elastic's {} new_terms rules as one pack, against the built-in rule alone:",
+        set.len()
+    );
+    println!();
+    println!("| stream | rules | native records/s | vs 1 rule | component records/s | vs 1 rule | component memory |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (stream, recs) in [("CloudTrail mix", records), ("ECS stream", &ecs[..])] {
+        let packed: Vec<Vec<u8>> = recs
+            .chunks(1024)
+            .map(|c| c.join("\n").into_bytes())
+            .collect();
+        let mut base = (0.0, 0.0);
+        for (name, rules) in [("built-in", &seed), ("the whole set", &set)] {
+            let (tn, _) = measure(a.runs, || native_rules(rules, recs))?;
+            let (tc, _) = measure(a.runs, || component_rules(rt, rules, &packed))?;
+            let rules_set = newterms_host::Rules::Pack(rules.clone());
+            let mut s = Session::open_rules(
+                rt,
+                &rules_set,
+                "",
+                None,
+                newterms_host::Limits::for_rules(&rules_set, ""),
+            )?
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            for p in &packed {
+                s.process_lines(p)?;
+            }
+            let mem = s.memory_bytes() as f64 / (1 << 20) as f64;
+            if base.0 == 0.0 {
+                base = (tn, tc);
+            }
+            println!(
+                "| {stream} | {name} | {:.0} | {:.3} | {:.0} | {:.3} | {mem:.1} MiB |",
+                recs.len() as f64 / tn,
+                base.0 / tn,
+                recs.len() as f64 / tc,
+                base.1 / tc
+            );
+        }
     }
     Ok(())
 }

@@ -5,8 +5,10 @@
 //! contains at least one literal of every group. `and` joins its children's groups, `or`
 //! merges one group from each branch (if any branch has none, the `or` gives none), `not`
 //! and `field: *` give none. A value is only used when it appears verbatim in the text of
-//! any record that has it: values of fields a raw CloudTrail record merely implies
-//! (`event.dataset`, `event.outcome`) are never used.
+//! any record that has it: a raw CloudTrail record implies `event.dataset`
+//! (`aws.cloudtrail`) and `event.outcome` (`success`, `failure`) without writing them, so
+//! a pattern that could match one of those is never used (`event.dataset: azure.*` still
+//! is: no record holds a value it matches unless its text does).
 //!
 //! A literal is searched in its canonical JSON form (`"` as `\"`, `\` as `\\`). JSON can
 //! also write any character as `\uXXXX` and `/` as `\/`; a record whose text has such
@@ -20,7 +22,7 @@ use super::scan;
 use super::ast::Pattern;
 use super::node::{Node, Test};
 use super::pattern::Fold;
-use crate::record::{verbatim_in_text, Layout};
+use crate::record::{implied_values, Layout};
 
 /// Literals shorter than this are too common in log text to be worth a search.
 const MIN_LITERAL: usize = 4;
@@ -322,7 +324,10 @@ fn test_groups(test: &Test, layout: &Layout) -> Vec<Vec<String>> {
         Test::Match { fold, .. } if *fold != Fold::None => Vec::new(),
         Test::FreeText(pattern) => literal_of(pattern).into_iter().collect(),
         Test::Match { field, pattern, .. } => {
-            if !verbatim_in_text(layout.field_name(*field)) {
+            // A raw CloudTrail record implies some fields' values without writing them:
+            // a pattern one of those could match is not required in the text.
+            let implied = implied_values(layout.field_name(*field));
+            if implied.iter().any(|v| pattern.matches(v)) {
                 return Vec::new();
             }
             literal_of(pattern).into_iter().collect()
@@ -432,5 +437,30 @@ mod tests {
             "an escaped slash could hide the literal"
         );
         assert!(!p.may_match(br#"{"a":"x\"y_z"}"#));
+    }
+
+    /// A value a raw CloudTrail record implies is not in its text; any other value of the
+    /// same field is, in every record that has it.
+    #[test]
+    fn implied_values_are_never_required() {
+        for q in [
+            "event.dataset: aws.cloudtrail",
+            "data_stream.dataset: aws.*",
+            "event.dataset: *trail",
+            "event.outcome: success",
+            "event.outcome: (failure or unknown)",
+        ] {
+            assert!(prefilter(q).literals().is_empty(), "{q}");
+        }
+        for (q, lit) in [
+            ("data_stream.dataset: azure.signinlogs", "azure.signinlogs"),
+            ("event.dataset: okta*", "okta"),
+            ("event.outcome: unknown", "unknown"),
+        ] {
+            assert_eq!(prefilter(q).literals(), vec![vec![lit.to_owned()]], "{q}");
+        }
+        let raw = br#"{"eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin"}"#;
+        assert!(!prefilter("data_stream.dataset: azure.signinlogs").may_match(raw));
+        assert!(prefilter("data_stream.dataset: aws.cloudtrail").may_match(raw));
     }
 }

@@ -74,13 +74,22 @@ const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
     ),
 ];
 
-/// Whether an ECS field's value, when a record has it, appears verbatim in the record's
-/// text. False for the fields a CloudTrail record only implies (`event.dataset`,
-/// `event.outcome`): a prefilter must not look for their values in the text.
-pub fn verbatim_in_text(ecs_name: &str) -> bool {
-    !CLOUDTRAIL_FIELDS.iter().any(|(name, how)| {
-        *name == ecs_name && matches!(how, CloudTrail::Dataset | CloudTrail::Outcome)
-    })
+/// `event.dataset` of every raw CloudTrail record.
+pub(super) const DATASET: &str = "aws.cloudtrail";
+/// `event.outcome` of a raw CloudTrail record: failed (an error code or message), or not.
+pub(super) const FAILURE: &str = "failure";
+pub(super) const SUCCESS: &str = "success";
+
+/// The values a raw CloudTrail record implies for an ECS field without writing them in
+/// its text (`event.dataset`: `aws.cloudtrail`; `event.outcome`: `success`, `failure`).
+/// Any other value of any field, when a record has it, is verbatim in the record's text:
+/// a prefilter may look for a value in the text only when it matches none of these.
+pub fn implied_values(ecs_name: &str) -> &'static [&'static str] {
+    match CLOUDTRAIL_FIELDS.iter().find(|(name, _)| *name == ecs_name) {
+        Some((_, CloudTrail::Dataset)) => &[DATASET],
+        Some((_, CloudTrail::Outcome)) => &[FAILURE, SUCCESS],
+        _ => &[],
+    }
 }
 
 /// Where a field's value comes from in a raw CloudTrail record.

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use serde_json::Number;
 
-pub use layout::{verbatim_in_text, FieldId, Layout, LayoutBuilder};
+pub use layout::{implied_values, FieldId, Layout, LayoutBuilder};
 pub(crate) use scan::{elements, entries};
 
 use crate::error::{ErrorKind, RecordError};
@@ -96,9 +96,9 @@ pub enum Field<'v, 'a> {
     Mismatch,
 }
 
-static DATASET_CLOUDTRAIL: Scalar<'static> = Scalar::Str(Cow::Borrowed("aws.cloudtrail"));
-static OUTCOME_FAILURE: Scalar<'static> = Scalar::Str(Cow::Borrowed("failure"));
-static OUTCOME_SUCCESS: Scalar<'static> = Scalar::Str(Cow::Borrowed("success"));
+static DATASET_CLOUDTRAIL: Scalar<'static> = Scalar::Str(Cow::Borrowed(layout::DATASET));
+static OUTCOME_FAILURE: Scalar<'static> = Scalar::Str(Cow::Borrowed(layout::FAILURE));
+static OUTCOME_SUCCESS: Scalar<'static> = Scalar::Str(Cow::Borrowed(layout::SUCCESS));
 
 /// The fields of one record that its rules read, borrowed from the record's text.
 pub struct RecordView<'a> {
