@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use newterms::{Detector, Output};
 use newterms_host::gen::{Generator, Mix, Templates};
-use newterms_host::{FluentBitModule, Runtime, Session, FLUENTBIT_MODULE};
+use newterms_host::{Costs, FluentBitModule, Runtime, Session, FLUENTBIT_MODULE};
 use serde_json::Value;
 
 struct Args {
@@ -376,6 +376,7 @@ fn main() -> Result<()> {
     }
 
     instructions(&records)?;
+    real_fluent_bit(&records, a.runs.min(3))?;
     packs(&a, &rt, &records, &packed, mb)?;
     elastic_set(&a, &rt, &records)?;
     if !a.skip_terms {
@@ -394,11 +395,12 @@ fn instructions(records: &[String]) -> Result<()> {
     let n = records.len().min(50_000);
     let mut m = module.instantiate("newterms_filter", None)?;
     m.call(b"t", (0, 0), Some(b"{}"))?; // loads the rule: not per record
-    let before = m.instructions();
-    for r in &records[..n] {
-        m.call(b"aws.cloudtrail", (0, 0), Some(r.as_bytes()))?;
-    }
-    let mix = (m.instructions() - before) as f64 / n as f64;
+    let costs = m.costs(b"aws.cloudtrail", records[..n].iter().map(|r| r.as_bytes()))?;
+    let all: u64 = [&costs.rejected, &costs.read, &costs.answered]
+        .iter()
+        .flat_map(|v| v.iter())
+        .sum();
+    let mix = all as f64 / n as f64;
     let before = m.instructions();
     for _ in 0..n {
         m.call(b"aws.cloudtrail", (0, 0), Some(b"{}"))?;
@@ -412,6 +414,183 @@ fn instructions(records: &[String]) -> Result<()> {
          convention's own calls)",
         mix / bytes
     );
+    println!();
+    println!("| record | records | median | 99th percentile | mean |");
+    println!("|---|---:|---:|---:|---:|");
+    for (what, v) in [
+        ("rejected by the prefilter", &costs.rejected),
+        ("parsed, no alert", &costs.read),
+        ("alert", &costs.answered),
+    ] {
+        let mean = v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        println!(
+            "| {what} | {} | {} | {} | {mean:.0} |",
+            v.len(),
+            Costs::percentile(v, 50),
+            Costs::percentile(v, 99)
+        );
+    }
+    Ok(())
+}
+
+/// CPU seconds (user and system) that this process's waited-for children have used:
+/// `/proc/self/stat`'s `cutime` and `cstime`, in clock ticks of 1/100 s.
+fn children_cpu() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The fields after the command name (which ends with the last `)`).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // cutime and cstime are fields 16 and 17 of the whole line; `rest` starts at field 3.
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .context("reading /proc/self/stat")
+    };
+    Ok((ticks(16)? + ticks(17)?) / 100.0)
+}
+
+/// The real Fluent Bit (`NEWTERMS_FLUENT_BIT`, else `../shared/tools/fluent-bit/`), its
+/// whole-run CPU over the first 30,000 records side by side: no filter, its native `grep`,
+/// a wasm filter that does nothing, the module interpreted, and the module compiled ahead
+/// of time by `wamrc` (beside it). Each the median of `runs`, in turns.
+fn real_fluent_bit(records: &[String], runs: usize) -> Result<()> {
+    let binary = std::env::var_os("NEWTERMS_FLUENT_BIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/tools/fluent-bit/fluent-bit")
+        });
+    println!();
+    if !binary.exists() {
+        println!(
+            "SKIPPED: no Fluent Bit at {} (set NEWTERMS_FLUENT_BIT): no figures from the real host",
+            binary.display()
+        );
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("newterms-bench-fb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let n = records.len().min(30_000);
+    let input = dir.join("input.ndjson");
+    std::fs::write(&input, records[..n].join("\n") + "\n")?;
+    let wasm = dir.join("newterms.wasm");
+    std::fs::write(&wasm, FLUENTBIT_MODULE)?;
+    let nothing = dir.join("passthrough.wasm");
+    std::fs::write(&nothing, newterms_host::passthrough_module())?;
+    let aot = dir.join("newterms.aot");
+    let wamrc = binary.with_file_name("").join("../wamrc/wamrc");
+    let compiled = Command::new(&wamrc)
+        .args(["-o".as_ref(), aot.as_os_str(), wasm.as_os_str()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let wasm_filter = |path: &PathBuf, function: &str| {
+        format!(
+            "[FILTER]\n    Name wasm\n    Match *\n    Event_Format json\n    Wasm_Path {}\n    \
+             Function_Name {function}\n    Accessible_Paths .\n",
+            path.display()
+        )
+    };
+    let mut filters: Vec<(&str, String)> = vec![
+        ("no filter", String::new()),
+        (
+            "Fluent Bit's native `grep` on eventName",
+            "[FILTER]\n    Name grep\n    Match *\n    Regex eventName ^GetCallerIdentity$\n"
+                .into(),
+        ),
+        (
+            "a wasm filter that does nothing, every record back",
+            wasm_filter(&nothing, "passthrough"),
+        ),
+        (
+            "a wasm filter that does nothing, every record dropped",
+            wasm_filter(&nothing, "drop_all"),
+        ),
+        (
+            "newterms, interpreted",
+            wasm_filter(&wasm, "newterms_filter"),
+        ),
+    ];
+    if compiled {
+        filters.push((
+            "newterms, compiled ahead of time (wamrc)",
+            wasm_filter(&aot, "newterms_filter"),
+        ));
+    }
+    let parsers = binary.with_file_name("parsers.conf");
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); filters.len()];
+    let mut outputs: Vec<usize> = vec![0; filters.len()];
+    for _ in 0..runs {
+        for (i, (_, filter)) in filters.iter().enumerate() {
+            let out = dir.join("out");
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out)?;
+            let conf = dir.join("fluent-bit.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "[SERVICE]\n    Flush 1\n    Log_Level warn\n\
+                     [INPUT]\n    Name tail\n    Path {}\n    Read_from_Head true\n    Parser json\n    \
+                     Exit_On_Eof true\n{filter}\
+                     [OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File records\n    Format plain\n",
+                    input.display(),
+                    out.display()
+                ),
+            )?;
+            let before = children_cpu()?;
+            let status = Command::new(&binary)
+                .current_dir(&dir)
+                .args([
+                    "-c".as_ref(),
+                    conf.as_os_str(),
+                    "-R".as_ref(),
+                    parsers.as_os_str(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("Fluent Bit failed with {status} on {}", conf.display());
+            }
+            cpu[i].push(children_cpu()? - before);
+            outputs[i] = std::fs::read_to_string(out.join("records"))
+                .unwrap_or_default()
+                .lines()
+                .count();
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let base = median(&cpu[0]);
+    println!(
+        "The real Fluent Bit ({}), {n} records of the mix, whole-run CPU (user + system), median of {runs}:",
+        binary.display()
+    );
+    println!();
+    println!("| filter | CPU s | vs no filter | records out |");
+    println!("|---|---:|---:|---:|");
+    for (i, (name, _)) in filters.iter().enumerate() {
+        let m = median(&cpu[i]);
+        println!("| {name} | {m:.2} | {:.2} | {} |", m / base, outputs[i]);
+    }
+    let own = median(&cpu[4]) - median(&cpu[3]);
+    println!();
+    println!(
+        "The module's own work, interpreted: {own:.2} s over {n} records ({:.1} µs a record): \
+         newterms less the do-nothing filter that drops every record, as newterms drops nearly all.",
+        own * 1e6 / n as f64
+    );
+    if !compiled {
+        println!(
+            "(no AOT row: wamrc at {} did not run; it needs `apt-get install libllvm19`)",
+            wamrc.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -255,6 +255,22 @@ impl Detector {
         self
     }
 
+    /// Assumes every record's text comes from `writer` (the Fluent Bit module: Fluent
+    /// Bit's own JSON encoder), which spares the prefilter its escape searches where the
+    /// writer never escapes a literal. A lone rule in a build without vector search also
+    /// searches its rarest literal by skipping ([`crate::query::Writer`]); a pack has its
+    /// gate for that.
+    pub fn assume_writer(&mut self, writer: crate::query::Writer) {
+        let skip = self.rules.len() == 1 && crate::query::PORTABLE;
+        let prefilters = self.rules.iter_mut().filter_map(|d| d.prefilter.as_mut());
+        for p in prefilters.chain(self.line_prefilter.as_mut()) {
+            p.assume(writer, skip);
+        }
+        if let Some(g) = &mut self.gate {
+            g.assume(writer);
+        }
+    }
+
     /// Changes what is emitted from the next record on (a host that selects the mode per
     /// entry point, as the Fluent Bit module does).
     pub fn set_output(&mut self, mode: OutputMode) {

@@ -25,6 +25,11 @@ pub(crate) struct Gate {
     always: Vec<u32>,
     /// How many rules the pack has.
     rules: u32,
+    /// Every literal, as the writer of the text writes it (see
+    /// [`crate::query::Writer`]): an escape may hide one, so a record with escapes opens
+    /// every rule.
+    literals: Vec<Vec<u8>>,
+    escapes_hide: bool,
 }
 
 #[derive(Debug)]
@@ -85,17 +90,25 @@ impl Gate {
             }
         }
         Some(Gate {
-            search: Search::new(literals)?,
+            search: Search::new(literals.clone())?,
             rules_of,
             always,
             rules: prefilters.len() as u32,
+            literals,
+            escapes_hide: true,
         })
+    }
+
+    /// Assumes the text comes from `writer`: escapes need no look when it writes every
+    /// literal as itself.
+    pub(crate) fn assume(&mut self, writer: crate::query::Writer) {
+        self.escapes_hide = !self.literals.iter().all(|l| writer.writes_as_itself(l));
     }
 
     /// Calls `open` with every rule the text lets through, possibly more than once.
     pub(crate) fn open(&self, text: &[u8], open: &mut dyn FnMut(u32)) {
         // An escape could hide any literal: every rule looks.
-        let everything = crate::query::has_escape(text) || {
+        let everything = (self.escapes_hide && crate::query::has_escape(text)) || {
             let rules_of = &self.rules_of;
             !self.search.each(text, &mut |lit| {
                 for &r in &rules_of[lit] {

@@ -40,7 +40,7 @@ mod frontend;
 pub use alert::{render as render_alert, AlertFacts, Template as AlertTemplate};
 pub use engine::{Detector, Output, MAX_COMBINATIONS};
 pub use error::{with_error_field, ErrorKind, RecordError};
-pub use query::{Prefilter, Query, QueryError};
+pub use query::{Prefilter, Query, QueryError, Writer};
 pub use record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
 pub use rule::{
     kibana_exceptions_setting, pack_files, ErrorPolicy, OutputMode, Rule, RuleError, Settings,

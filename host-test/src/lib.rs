@@ -10,7 +10,9 @@ pub mod pack;
 pub mod wamr_stack;
 pub mod wasm_entry;
 
-pub use fluentbit::{FluentBit, FluentBitModule, FLUENTBIT_MODULE};
+pub use fluentbit::{
+    fluent_bit_json, passthrough_module, Costs, FluentBit, FluentBitModule, FLUENTBIT_MODULE,
+};
 
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};

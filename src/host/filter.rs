@@ -8,7 +8,7 @@
 
 use super::{first_present, read_rules, Exceptions, Files, Restored, StateFile, StatePolicy};
 use crate::rule::{ErrorPolicy, OutputMode};
-use crate::{with_error_field, Detector, Output};
+use crate::{with_error_field, Detector, Output, Writer};
 
 /// Where a host looks for its configuration, each list in order of preference.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,8 @@ pub struct Places {
     pub rules_dir: &'static [&'static str],
     /// A Kibana exception-list export: the first that exists.
     pub exceptions: &'static [&'static str],
+    /// Who writes the records' JSON text.
+    pub writer: Writer,
 }
 
 /// The Fluent Bit module's places. Relative paths resolve against the directories
@@ -31,6 +33,8 @@ pub const FLUENT_BIT: Places = Places {
         "/etc/newterms/exceptions.ndjson",
         "newterms/exceptions.ndjson",
     ],
+    // `filter_wasm` hands over JSON written by Fluent Bit's own encoder.
+    writer: Writer::FluentBit,
 };
 
 /// After this many calls that never returned, the filter stops rebuilding itself: each
@@ -160,7 +164,7 @@ impl Filter {
             };
             StateFile::new(path, policy)
         });
-        let detector = match &file {
+        let mut detector = match &file {
             None => detector,
             Some(f) => {
                 let open = |snapshot: Option<&[u8]>| match snapshot {
@@ -176,6 +180,7 @@ impl Filter {
                 restored.detector()
             }
         };
+        detector.assume_writer(places.writer);
         Ok(Filter {
             state: State::Ready(Box::new(detector)),
             file,

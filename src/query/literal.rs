@@ -14,6 +14,20 @@
 //! also write any character as `\uXXXX` and `/` as `\/`; a record whose text has such
 //! escapes takes the full path instead of being rejected, so the prefilter never changes
 //! a decision.
+//!
+//! **Text written by Fluent Bit** ([`Writer::FluentBit`]). Fluent Bit hands a filter each
+//! record as JSON it wrote itself from its msgpack (`flb_msgpack_raw_to_json_sds`), and its
+//! encoder (`json_escape_table` in `src/flb_utils.c`, 5.1.1) escapes only `"` (as `\"`),
+//! `\` (as `\\`), the control characters, 0x7F and, with `json.escape_unicode`, non-ASCII
+//! characters. Every other character is written as itself; `\uXXXX` and `\/` never stand
+//! for one. So a value made only of printable ASCII (0x20 to 0x7E) appears in that text
+//! exactly in its canonical form wherever a string holds it, and the search for such a
+//! literal needs no escape search beside it: a record without it cannot match. A literal
+//! with any other character (a control character, 0x7F, non-ASCII: written one way or the
+//! other depending on the setting) keeps the escape-aware search. The same holds for the
+//! values found inside a record (CloudTrail's `Records`, EventBridge's `detail`): they are
+//! slices of the same text. Only the Fluent Bit module declares this writer; every other
+//! host reads text from anyone.
 
 use memchr::memmem::Finder;
 
@@ -27,12 +41,33 @@ use crate::record::{implied_values, Layout};
 /// Literals shorter than this are too common in log text to be worth a search.
 const MIN_LITERAL: usize = 4;
 
+/// Who wrote the JSON text of the records, and so how a value can appear in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writer {
+    /// Anyone: any character may be escaped.
+    #[default]
+    Any,
+    /// Fluent Bit's JSON encoder: printable ASCII other than `"` and `\` is never escaped
+    /// (see the module's documentation).
+    FluentBit,
+}
+
+impl Writer {
+    /// Whether every record this writer writes holds `literal` (canonical JSON) as it is
+    /// wherever a string holds its value, so that no escape can hide it.
+    pub(crate) fn writes_as_itself(self, literal: &[u8]) -> bool {
+        self == Writer::FluentBit && printable_ascii(literal)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Group {
     finders: Vec<Finder<'static>>,
     has_slash: bool,
     /// For a group of one literal, the offset of its anchor byte for [`scan::group_holds`].
     anchor: usize,
+    /// Every literal is written as itself by [`Prefilter::writer`]: no escape can hide one.
+    verbatim: bool,
 }
 
 /// The prefilter of one query; empty (accepting everything) when nothing is required.
@@ -42,6 +77,24 @@ pub struct Prefilter {
     /// When every group is one literal: the groups' order for [`scan::group_holds`], the
     /// rarest anchor first.
     portable_order: Option<Vec<usize>>,
+    writer: Writer,
+    /// A verbatim group of one literal searched first, by skipping ([`Prefilter::assume`]).
+    skip: Option<(usize, scan::Skip)>,
+}
+
+/// Whether a literal (canonical JSON) is only printable ASCII and the escapes of `"` and
+/// `\`: what Fluent Bit always writes as itself.
+fn printable_ascii(literal: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = literal.get(i) {
+        match b {
+            b'\\' if matches!(literal.get(i + 1), Some(b'"' | b'\\')) => i += 2,
+            b'\\' => return false,
+            0x20..=0x7e => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Where `\` followed by `second` first occurs in `text`: `\u` (any character may be
@@ -94,6 +147,7 @@ impl Prefilter {
             .map(|lits| Group {
                 has_slash: lits.iter().any(|l| l.contains('/')),
                 anchor: scan::anchor(lits.first().map_or(&[][..], |l| l.as_bytes())),
+                verbatim: false,
                 finders: lits
                     .iter()
                     .map(|l| Finder::new(l.as_bytes()).into_owned())
@@ -108,7 +162,33 @@ impl Prefilter {
         Prefilter {
             groups,
             portable_order,
+            writer: Writer::Any,
+            skip: None,
         }
+    }
+
+    /// Assumes the records' text comes from `writer`. With `skip`, a group of one literal
+    /// that is written as itself is searched first by [`scan::Skip`] (64 KiB of table:
+    /// the caller decides where that is worth it).
+    pub(crate) fn assume(&mut self, writer: Writer, skip: bool) {
+        self.writer = writer;
+        for g in &mut self.groups {
+            g.verbatim = g
+                .finders
+                .iter()
+                .all(|f| writer.writes_as_itself(f.needle()));
+        }
+        let first = self
+            .portable_order
+            .as_ref()
+            .and_then(|o| o.first().copied());
+        let candidate = (0..self.groups.len())
+            .filter(|&i| self.groups[i].verbatim && self.groups[i].finders.len() == 1)
+            // The rarest anchor first, as the portable order has it; else the longest.
+            .max_by_key(|&i| (Some(i) == first, self.groups[i].finders[0].needle().len()));
+        self.skip = candidate
+            .filter(|_| skip)
+            .and_then(|i| Some((i, scan::Skip::new(self.groups[i].finders[0].needle())?)));
     }
 
     /// Whether the prefilter can reject anything at all.
@@ -141,21 +221,33 @@ impl Prefilter {
 
     /// False only when the record's text cannot match the query.
     pub fn may_match(&self, text: &[u8]) -> bool {
+        let skipped = match &self.skip {
+            Some((i, skip)) if !skip.holds(text) => return false,
+            Some((i, _)) => Some(*i),
+            None => None,
+        };
         // Whether `text` has escapes that could hide a literal: each searched at most once,
         // and only when a literal is missing (the common case costs one literal search and
         // one `\u` search).
         if let (true, Some(order)) = (scan::PORTABLE, &self.portable_order) {
-            return order.iter().all(|&i| {
+            return order.iter().filter(|&&i| Some(i) != skipped).all(|&i| {
                 let g = &self.groups[i];
                 let literal = g.finders[0].needle();
-                scan::group_holds(text, literal, g.anchor, g.has_slash)
+                if g.verbatim {
+                    g.finders[0].find(text).is_some()
+                } else {
+                    scan::group_holds(text, literal, g.anchor, g.has_slash)
+                }
             });
         }
         let mut unicode: Option<bool> = None;
         let mut slash: Option<bool> = None;
-        for g in &self.groups {
-            if g.finders.iter().any(|f| f.find(text).is_some()) {
+        for (i, g) in self.groups.iter().enumerate() {
+            if Some(i) == skipped || g.finders.iter().any(|f| f.find(text).is_some()) {
                 continue;
+            }
+            if g.verbatim {
+                return false;
             }
             if *unicode.get_or_insert_with(|| find_escape(text, b'u').is_some()) {
                 continue;
@@ -322,7 +414,7 @@ fn test_groups(test: &Test, layout: &Layout) -> Vec<Vec<String>> {
         | Test::Nested(_) => Vec::new(),
         // A folded field's values are not in the text as the pattern writes them.
         Test::Match { fold, .. } if *fold != Fold::None => Vec::new(),
-        Test::FreeText(pattern) => literal_of(pattern).into_iter().collect(),
+        Test::FreeText(pattern) => literal_of(pattern, false).into_iter().collect(),
         Test::Match { field, pattern, .. } => {
             // A raw CloudTrail record implies some fields' values without writing them:
             // a pattern one of those could match is not required in the text.
@@ -330,25 +422,35 @@ fn test_groups(test: &Test, layout: &Layout) -> Vec<Vec<String>> {
             if implied.iter().any(|v| pattern.matches(v)) {
                 return Vec::new();
             }
-            literal_of(pattern).into_iter().collect()
+            literal_of(pattern, true).into_iter().collect()
         }
     }
 }
 
 /// The one-literal group a value pattern requires of the text, if any: the exact value,
 /// or a wildcard's longest piece, as JSON writes it inside a string.
-fn literal_of(pattern: &Pattern) -> Option<Vec<String>> {
-    let lit = match pattern {
-        Pattern::Exact(s) => s.as_str(),
-        Pattern::Wildcard(pieces) => pieces
-            .iter()
-            .max_by_key(|p| p.len())
-            .map_or("", |s| s.as_str()),
+///
+/// With `whole` (a field's value, compared as a whole: a keyword), the literal takes the
+/// string's quotes where the value must start or end: `"GetCallerIdentity"` for an exact
+/// value, `"arn:aws` for `arn:aws*`. A string's own quotes are never escaped, and a value
+/// that is not a string (a number, `true`) has no literal at all, so a record the value
+/// matches holds them; longer literals let the search skip further.
+fn literal_of(pattern: &Pattern, whole: bool) -> Option<Vec<String>> {
+    let (lit, starts, ends) = match pattern {
+        Pattern::Exact(s) => (s.as_str(), true, true),
+        Pattern::Wildcard(pieces) => {
+            let (i, piece) = pieces.iter().enumerate().max_by_key(|(_, p)| p.len())?;
+            (piece.as_str(), i == 0, i + 1 == pieces.len())
+        }
     };
     // Numbers and booleans may be written differently from their text (`5.0`).
     let scalar_like = number_like(lit) || lit == "true" || lit == "false";
-    let lit = json_escaped(lit);
-    (lit.len() >= MIN_LITERAL && !scalar_like).then(|| vec![lit])
+    if scalar_like || lit.is_empty() {
+        return None;
+    }
+    let quote = |yes: bool| if whole && yes { "\"" } else { "" };
+    let lit = format!("{}{}{}", quote(starts), json_escaped(lit), quote(ends));
+    (lit.len() >= MIN_LITERAL).then(|| vec![lit])
 }
 
 /// Whether `s` could read as a number (every text `f64` parses, and some more): a sign,
@@ -401,8 +503,8 @@ mod tests {
         assert_eq!(
             p.literals(),
             vec![
-                vec!["sts.amazonaws.com".to_owned()],
-                vec!["GetCallerIdentity".to_owned()]
+                vec![r#""sts.amazonaws.com""#.to_owned()],
+                vec![r#""GetCallerIdentity""#.to_owned()]
             ]
         );
         assert!(
@@ -421,7 +523,7 @@ mod tests {
     fn or_not_wildcards_and_escapes() {
         assert_eq!(
             prefilter("a: (abcd or efgh)").literals(),
-            vec![vec!["abcd".to_owned(), "efgh".to_owned()]]
+            vec![vec![r#""abcd""#.to_owned(), r#""efgh""#.to_owned()]]
         );
         assert!(prefilter("a: abcd or not b: efgh").literals().is_empty());
         assert!(prefilter("a: *").literals().is_empty());
@@ -430,13 +532,57 @@ mod tests {
             prefilter("a: *abc*defgh*").literals(),
             vec![vec!["defgh".to_owned()]]
         );
+        // A prefix or a suffix keeps the string's quote on its side; free text none.
+        assert_eq!(
+            prefilter("a: prefix*").literals(),
+            vec![vec![r#""prefix"#.to_owned()]]
+        );
+        assert_eq!(
+            prefilter("a: *.exe").literals(),
+            vec![vec![r#".exe""#.to_owned()]]
+        );
+        assert_eq!(prefilter("abcd*").literals(), vec![vec!["abcd".to_owned()]]);
         let p = prefilter(r#"a: "x\"y/z""#);
-        assert_eq!(p.literals(), vec![vec![r#"x\"y/z"#.to_owned()]]);
+        assert_eq!(p.literals(), vec![vec![r#""x\"y/z""#.to_owned()]]);
         assert!(
             p.may_match(br#"{"a":"x\"y\/z"}"#),
             "an escaped slash could hide the literal"
         );
         assert!(!p.may_match(br#"{"a":"x\"y_z"}"#));
+    }
+
+    /// Fluent Bit writes printable ASCII as itself, and `"` and `\` as `\"` and `\\`:
+    /// such a literal needs no escape search; one with any other character still does.
+    #[test]
+    fn fluent_bit_text_needs_no_escape_search() {
+        for (canonical, verbatim) in [
+            (&br#"say \"hi\" \\ now/then"#[..], true),
+            (b"GetCallerIdentity", true),
+            (br#"line\nbreak"#, false),
+            (br#"bell\u0007"#, false),
+            ("caf\u{e9}".as_bytes(), false),
+            (b"del\x7f", false),
+            (br#"ends\"#, false),
+        ] {
+            assert_eq!(printable_ascii(canonical), verbatim, "{canonical:?}");
+            assert!(!Writer::Any.writes_as_itself(canonical));
+        }
+        let q = r#"a: "say \"hi\" now" and b: GetCallerIdentity and c: "café""#;
+        let hidden = r#"{"a":"say \"hi\" now","b":"\u0047etCallerIdentity","c":"café"}"#;
+        let escaped = r#"{"a":"say \"hi\" now","b":"GetCallerIdentity","c":"caf\u00e9"}"#;
+        let any = prefilter(q);
+        assert!(any.may_match(hidden.as_bytes()) && any.may_match(escaped.as_bytes()));
+        for skip in [false, true] {
+            let mut fb = prefilter(q);
+            fb.assume(Writer::FluentBit, skip);
+            assert_eq!(fb.skip.is_some(), skip);
+            // Fluent Bit never writes `G` as `\u0047`: the record cannot be Fluent Bit's.
+            assert!(!fb.may_match(hidden.as_bytes()), "skip {skip}");
+            // It does write `é` as `\u00e9` with json.escape_unicode on.
+            assert!(fb.may_match(escaped.as_bytes()), "skip {skip}");
+            let missing = escaped.replace("GetCaller", "GetCallers");
+            assert!(!fb.may_match(missing.as_bytes()), "skip {skip}");
+        }
     }
 
     /// A value a raw CloudTrail record implies is not in its text; any other value of the
@@ -453,9 +599,12 @@ mod tests {
             assert!(prefilter(q).literals().is_empty(), "{q}");
         }
         for (q, lit) in [
-            ("data_stream.dataset: azure.signinlogs", "azure.signinlogs"),
-            ("event.dataset: okta*", "okta"),
-            ("event.outcome: unknown", "unknown"),
+            (
+                "data_stream.dataset: azure.signinlogs",
+                r#""azure.signinlogs""#,
+            ),
+            ("event.dataset: okta*", r#""okta"#),
+            ("event.outcome: unknown", r#""unknown""#),
         ] {
             assert_eq!(prefilter(q).literals(), vec![vec![lit.to_owned()]], "{q}");
         }

@@ -19,12 +19,13 @@ pub use condition::Condition;
 pub use dsl::{parse_filters, DslError};
 pub use error::{QueryError, QueryErrorKind};
 pub(crate) use literal::has_escape;
-pub use literal::{BufferScan, Prefilter};
+pub use literal::{BufferScan, Prefilter, Writer};
 pub use net::Cidr;
 pub use node::{Bound, Node, Test};
 pub use parse::parse;
 pub use pattern::{glob, glob_with, Fold};
 pub use program::Program;
+pub(crate) use scan::PORTABLE;
 
 pub(crate) use node::wrong_type;
 

@@ -93,9 +93,153 @@ pub(crate) fn group_holds(text: &[u8], literal: &[u8], anchor: usize, slash: boo
     (i..text.len()).any(|p| escape_at(p) || literal_at(p))
 }
 
+/// One literal, searched by Horspool's method on byte pairs: each window of the text is
+/// judged by the two bytes at its end, and a pair the literal does not hold moves the
+/// window on by the literal's length less one. For text that only needs the literal
+/// itself searched (no escape could hide it: [`super::Writer::FluentBit`]), in builds
+/// without vector instructions, where a step costs about ten instructions and most steps
+/// skip 14 or more bytes of CloudTrail JSON for a literal of 17.
+#[derive(Clone)]
+pub(crate) struct Skip {
+    literal: Box<[u8]>,
+    /// For each pair of bytes (little-endian), how far the window's end may move when the
+    /// window ends with it; 0 for the literal's own last pair (the window is compared).
+    shift: Box<[u8; 1 << 16]>,
+    /// How far to move after comparing a window that ends with the literal's last pair.
+    last_shift: usize,
+}
+
+impl std::fmt::Debug for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Skip")
+            .field("literal", &String::from_utf8_lossy(&self.literal))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pair of bytes at `at` and `at + 1`, as an index.
+fn pair(bytes: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
+}
+
+impl Skip {
+    /// The smallest and largest literal worth it (a shift must fit in a byte).
+    const LENGTHS: std::ops::RangeInclusive<usize> = 6..=256;
+
+    pub(crate) fn new(literal: &[u8]) -> Option<Skip> {
+        let m = literal.len();
+        if !Skip::LENGTHS.contains(&m) {
+            return None;
+        }
+        // A pair nowhere in the literal but at its end lets the window move m - 1: a
+        // shorter move would leave both bytes inside the literal's next place.
+        let mut shift: Box<[u8; 1 << 16]> = vec![(m - 1) as u8; 1 << 16]
+            .into_boxed_slice()
+            .try_into()
+            .ok()?;
+        // Later places overwrite earlier ones: the smallest move wins.
+        for i in 0..m - 2 {
+            shift[pair(literal, i)] = (m - 2 - i) as u8;
+        }
+        let last = pair(literal, m - 2);
+        let last_shift = usize::from(shift[last]);
+        shift[last] = 0;
+        Some(Skip {
+            literal: literal.into(),
+            shift,
+            last_shift,
+        })
+    }
+
+    /// Whether `text` holds the literal.
+    ///
+    /// `at` is the offset of the pair that ends the window `text[at + 2 - m..at + 2]`.
+    /// While four of the largest moves keep `at` within the text, four moves are made
+    /// without a look in between: a window ending with the literal's last pair moves by
+    /// 0, so the moves after it stay there, and it is compared after the four. Each move
+    /// is then a load, a load and an add, which is what the interpreter runs per step.
+    pub(crate) fn holds(&self, text: &[u8]) -> bool {
+        let m = self.literal.len();
+        let Some(last) = text.len().checked_sub(2).filter(|_| text.len() >= m) else {
+            return false;
+        };
+        let most = m - 1;
+        let table: &[u8; 1 << 16] = &self.shift;
+        let base = text.as_ptr();
+        // The move for the window ending with the pair at `at`. Unchecked: the checked
+        // form costs three times the instructions in an interpreter, in the loop that is
+        // most of a rejected record's cost.
+        let shift = |at: usize| {
+            debug_assert!(at + 1 < text.len());
+            // SAFETY: every caller has `at <= last`, so `at + 1 < text.len()`: both bytes
+            // are in `text`. The index is a `u16`, within the table's 65,536 entries.
+            let pair = unsafe { (base.add(at) as *const [u8; 2]).read() };
+            usize::from(table[usize::from(u16::from_le_bytes(pair))])
+        };
+        let matches = |at: usize| text[at + 2 - m..at + 2] == *self.literal;
+        let mut at = m - 2;
+        if let Some(fast_end) = last.checked_sub(4 * most) {
+            while at <= fast_end {
+                at += shift(at);
+                at += shift(at);
+                at += shift(at);
+                at += shift(at);
+                if shift(at) == 0 {
+                    if matches(at) {
+                        return true;
+                    }
+                    at += self.last_shift;
+                }
+            }
+        }
+        while at <= last {
+            match shift(at) {
+                0 if matches(at) => return true,
+                0 => at += self.last_shift,
+                s => at += s,
+            }
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_agrees_with_memmem() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // A small alphabet, so that pairs repeat and windows nearly match.
+        let alphabet = b"abcGe\"\x00\xff";
+        let pick = |r: u64| alphabet[(r % alphabet.len() as u64) as usize];
+        for round in 0..50_000 {
+            let literal: Vec<u8> = (0..6 + next() % 10).map(|_| pick(next())).collect();
+            let mut text: Vec<u8> = (0..next() % 400).map(|_| pick(next())).collect();
+            if next() % 3 == 0 {
+                let at = (next() as usize) % (text.len() + 1);
+                text.splice(at..at, literal.iter().copied());
+            }
+            let skip = Skip::new(&literal).unwrap();
+            assert_eq!(
+                skip.holds(&text),
+                memchr::memmem::find(&text, &literal).is_some(),
+                "round {round}: {text:?} / {literal:?}"
+            );
+        }
+        let skip = Skip::new(b"GetCallerIdentity").unwrap();
+        assert!(skip.holds(br#"{"eventName":"GetCallerIdentity"}"#));
+        assert!(skip.holds(b"GetCallerIdentity"));
+        assert!(!skip.holds(b"GetCallerIdentit"));
+        assert!(!skip.holds(br#"{"eventName":"GetCallerIdentitY"}"#));
+        assert!(Skip::new(b"short").is_none());
+    }
 
     /// The two-pass answer: the literal anywhere, or an escape anywhere.
     fn reference(text: &[u8], literal: &[u8], slash: bool) -> bool {

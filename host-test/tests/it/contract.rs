@@ -403,13 +403,27 @@ fn base64_known_vectors() {
 /// so it runs the cases where each input gives at most one output; there it must give
 /// exactly what the core gives, statistics included. A rule that does not load makes it
 /// pass records with the reason instead (checked in `fluentbit.rs`).
+///
+/// The module reads only what Fluent Bit writes (its prefilter relies on Fluent Bit's
+/// encoder, `docs/contract.md` §3), so each input that is JSON is first written as Fluent
+/// Bit would write it, and the core gets the same text. Where that changes an input, the
+/// case's expectations (written for the original text) give way to the comparison alone.
 #[test]
 fn contract_table_through_the_fluent_bit_module() {
     let mut failures = Vec::new();
     let mut ran = 0;
-    for case in load() {
+    for mut case in load() {
         if case.config_error.is_some() {
             continue;
+        }
+        let mut rewritten = false;
+        for input in &mut case.inputs {
+            let bytes = input.bytes();
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                let written = newterms_host::fluent_bit_json(&value, false);
+                rewritten |= written.as_bytes() != bytes;
+                *input = Input::Text(written);
+            }
         }
         let native = run(Backend::Native, &case);
         let Ok((outs, _)) = &native else {
@@ -422,7 +436,10 @@ fn contract_table_through_the_fluent_bit_module() {
         ran += 1;
         let fb = run(Backend::FluentBit, &case);
         let mut captures = HashMap::new();
-        if let Err(e) = check(&case, &fb, &mut captures) {
+        if let Err(e) = match rewritten {
+            true => Ok(()),
+            false => check(&case, &fb, &mut captures),
+        } {
             failures.push(format!("[fluentbit] {} ({}): {e}", case.name, case.clause));
         }
         match (&native, &fb) {

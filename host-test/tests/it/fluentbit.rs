@@ -514,3 +514,143 @@ fn the_module_is_a_reactor_whose_exports_start_at_the_stack_top() {
         "every export sets the stack pointer first"
     );
 }
+
+/// Records as Fluent Bit's encoder writes them, with the rules' values among escaped
+/// quotes, backslashes, control characters and non-ASCII text: the module (whose prefilter
+/// trusts that encoder, and skips through the text for a lone rule's literal) decides
+/// every record as the core does with no prefilter at all, with `json.escape_unicode` on
+/// and off.
+#[test]
+fn records_written_by_fluent_bit_are_decided_as_without_a_prefilter() {
+    use newterms_host::{fluent_bit_json, gen::Rng};
+    let queries = [
+        r#"event.action: "GetCallerIdentity""#,
+        r#"a: "say \"hi\" \\ now/then""#,
+        r#"a: *needle/in-hay* and b.c: pre-fix*"#,
+        r#"a: "café-olé""#,
+        r#"a: *tab-here* or b.c: *-suffix-value"#,
+    ];
+    let fragments = [
+        "GetCallerIdentity",
+        "say \"hi\" \\ now/then",
+        "needle/in-hay",
+        "pre-fix",
+        "café-olé",
+        "tab-here",
+        "-suffix-value",
+        "\"",
+        "\\",
+        "\n",
+        "\t",
+        "\u{1}",
+        "\u{7f}",
+        "é",
+        "😀",
+        "/",
+        "x",
+        "Get",
+        "Caller",
+        "say ",
+        "hi",
+    ];
+    let users = ["alice", "bob", "carol \"c\"", "dave\\d", "éva"];
+    let mut rng = Rng::new(7);
+    let value = |rng: &mut Rng| -> String {
+        (0..1 + rng.below(4))
+            .map(|_| fragments[rng.below(fragments.len() as u64) as usize])
+            .collect()
+    };
+    let docs: Vec<serde_json::Value> = (0..1_000)
+        .map(|i| {
+            serde_json::json!({
+                "@timestamp": newterms_host::gen::rfc3339(1_790_000_000 + i * 60),
+                "user": {"name": users[rng.below(users.len() as u64) as usize]},
+                "event": {"action": value(&mut rng)},
+                "a": value(&mut rng),
+                "b": {"c": value(&mut rng)},
+            })
+        })
+        .collect();
+    let module = newterms_host::FluentBitModule::compile(newterms_host::FLUENTBIT_MODULE)
+        .expect("the Fluent Bit module");
+    for (i, query) in queries.iter().enumerate() {
+        let rule = newterms_host::pack::rule_file(
+            &format!("00000000-0000-0000-0000-00000000000{i}"),
+            &format!("written by Fluent Bit {i}"),
+            query,
+            &["user.name"],
+            "now-10d",
+            None,
+        );
+        for escape_unicode in [false, true] {
+            let records: Vec<Vec<u8>> = docs
+                .iter()
+                .map(|d| fluent_bit_json(d, escape_unicode).into_bytes())
+                .collect();
+            let mut core =
+                newterms::Detector::from_rules(&[("r.toml".to_owned(), rule.clone())], "")
+                    .expect("rule")
+                    .without_prefilter();
+            let dir = TempDir::new("written-by-fluent-bit");
+            std::fs::write(dir.0.join("rule.toml"), &rule).expect("rule file");
+            let mut fb = module
+                .instantiate("newterms_filter", Some(&dir.0))
+                .expect("module");
+            let mut alerts = 0;
+            for r in &records {
+                let want = match core.process_collect(r).into_iter().next() {
+                    Some(newterms::Output::Emit(s)) => s.into_owned().into_bytes(),
+                    Some(newterms::Output::Error(e)) => panic!("{query}: {e:?} for {r:?}"),
+                    None => Vec::new(),
+                };
+                let got = fb.call(b"t", (0, 0), Some(r)).expect("call");
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{query} (escape_unicode {escape_unicode}): {}",
+                    String::from_utf8_lossy(r)
+                );
+                alerts += usize::from(!want.is_empty());
+            }
+            let stats = fb.stats().expect("stats");
+            assert!(alerts > 0, "{query}: some records alert");
+            // Non-ASCII values keep the escape-aware search, which lets through every
+            // record with a `\u` escape.
+            let floor = if query.contains('é') { 50 } else { 500 };
+            assert!(
+                stats["prefiltered"].as_u64().unwrap_or(0) > floor,
+                "{query}: the prefilter rejects records: {stats}"
+            );
+        }
+    }
+}
+
+/// The instructions Fluent Bit's interpreter runs for a record the prefilter rejects, on
+/// the benchmark's mix, all included (Fluent Bit's `malloc` and `free` of its copies, and
+/// the call): the median within the target. Fuel counts are deterministic.
+#[test]
+fn a_rejected_record_costs_at_most_2000_instructions_on_the_mix() {
+    use newterms_host::gen::{Generator, Mix, Templates};
+    const TARGET: u64 = 2_000;
+    let templates =
+        Templates::load(&crate::data::shared_data().join("cloudtrail")).expect("shared data");
+    let records = Generator::new(&templates, Mix::default()).generate(5_000);
+    let module = newterms_host::FluentBitModule::compile_metered(newterms_host::FLUENTBIT_MODULE)
+        .expect("module");
+    let mut m = module.instantiate("newterms_filter", None).expect("module");
+    m.call(b"t", (0, 0), Some(b"{}")).expect("first call");
+    let costs = m
+        .costs(b"aws.cloudtrail", records.iter().map(|r| r.as_bytes()))
+        .expect("calls");
+    let median = newterms_host::Costs::percentile(&costs.rejected, 50);
+    eprintln!(
+        "rejected: {} records, median {median}, 99th percentile {}",
+        costs.rejected.len(),
+        newterms_host::Costs::percentile(&costs.rejected, 99)
+    );
+    assert!(
+        costs.rejected.len() > records.len() * 9 / 10,
+        "the mix is mostly rejected: {costs:?}"
+    );
+    assert!(median <= TARGET, "median {median} > {TARGET}");
+}

@@ -343,3 +343,24 @@ fn the_whole_elastic_set_runs_as_one_pack_in_fluent_bit() {
         "Fluent Bit's outputs differ from the core's"
     );
 }
+
+/// The do-nothing filters the benchmark sets the module against: one passes every record
+/// through the real host unchanged, the other drops every record.
+#[test]
+fn the_benchmarks_do_nothing_filter_passes_every_record() {
+    let Some(fb) = fluent_bit() else { return };
+    let dir = TempDir::new("real-fb-passthrough");
+    let (path, lines) = input(&dir.0, false, None);
+    let module = module_file(&dir.0, &newterms_host::passthrough_module(), "nothing.wasm");
+    let got = run(&fb, &module, "passthrough", &path, &dir.0, "");
+    assert_eq!(got.complaints(), Vec::<&str>::new(), "{}", got.log);
+    let want: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_slice(l).expect("record"))
+        .collect();
+    assert_eq!(got.out.len(), want.len());
+    assert!(got.out == want, "every record comes back as it went in");
+    let dropped = run(&fb, &module, "drop_all", &path, &dir.0, "");
+    assert_eq!(dropped.complaints(), Vec::<&str>::new(), "{}", dropped.log);
+    assert_eq!(dropped.out.len(), 0, "the empty answer drops every record");
+}
