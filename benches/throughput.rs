@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -376,6 +376,7 @@ fn main() -> Result<()> {
     }
 
     instructions(&records)?;
+    startup(a.runs)?;
     real_fluent_bit(&records, a.runs.min(3))?;
     packs(&a, &rt, &records, &packed, mb)?;
     elastic_set(&a, &rt, &records)?;
@@ -389,9 +390,28 @@ fn main() -> Result<()> {
 }
 
 /// WebAssembly instructions per record in the Fluent Bit module (wasmtime's fuel): what
-/// Fluent Bit's interpreter runs. For the mix, and for the convention alone (`{}`).
+/// Fluent Bit's interpreter runs. For the mix, and for the convention alone (`{}`). With
+/// `NEWTERMS_MODULE_BEFORE` naming an earlier build of the module, the same figures for it
+/// first, for a before and after.
 fn instructions(records: &[String]) -> Result<()> {
-    let module = FluentBitModule::compile_metered(FLUENTBIT_MODULE)?;
+    if let Some(path) = std::env::var_os("NEWTERMS_MODULE_BEFORE") {
+        let before = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading NEWTERMS_MODULE_BEFORE={}",
+                Path::new(&path).display()
+            )
+        })?;
+        println!();
+        println!("Before: {}", Path::new(&path).display());
+        instructions_of(&before, records)?;
+        println!();
+        println!("After: this build");
+    }
+    instructions_of(FLUENTBIT_MODULE, records)
+}
+
+fn instructions_of(module: &[u8], records: &[String]) -> Result<()> {
+    let module = FluentBitModule::compile_metered(module)?;
     let n = records.len().min(50_000);
     let mut m = module.instantiate("newterms_filter", None)?;
     m.call(b"t", (0, 0), Some(b"{}"))?; // loads the rule: not per record
@@ -429,6 +449,72 @@ fn instructions(records: &[String]) -> Result<()> {
             Costs::percentile(v, 50),
             Costs::percentile(v, 99)
         );
+    }
+    Ok(())
+}
+
+/// The `newterms` command's start-up: CPU for a run over an empty input, the first time
+/// (compiling the component into an empty cache) and after (loading it from the cache),
+/// and for a `check-rule` of Elastic's whole `new_terms` set. Medians of `runs`.
+fn startup(runs: usize) -> Result<()> {
+    let exe = env!("CARGO_BIN_EXE_newterms");
+    let cache = std::env::temp_dir().join(format!("newterms-bench-cache-{}", std::process::id()));
+    let cpu = |args: &[&str], fresh: bool| -> Result<f64> {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            if fresh {
+                let _ = std::fs::remove_dir_all(&cache);
+            }
+            let before = children_cpu()?;
+            let status = Command::new(exe)
+                .args(args)
+                .env("NEWTERMS_CACHE_DIR", &cache)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("newterms {args:?} failed: {status}");
+            }
+            times.push(children_cpu()? - before);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    };
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/elastic-rules");
+    let mut rows = vec![
+        (
+            "`newterms run` on an empty input, compiling (no cache)".to_owned(),
+            cpu(&["run", "-"], true)?,
+        ),
+        (
+            "`newterms run` on an empty input, from the cache".to_owned(),
+            cpu(&["run", "-"], false)?,
+        ),
+    ];
+    match newterms_host::rule_files(std::slice::from_ref(&rules)) {
+        Ok(files) if !files.is_empty() => rows.push((
+            format!(
+                "`newterms check-rule` of {} rules, from the cache",
+                files.len()
+            ),
+            cpu(&["check-rule", &rules.display().to_string()], false)?,
+        )),
+        _ => println!(
+            "(no Elastic rules at {}: run bash .ci/elastic-rules)",
+            rules.display()
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+    println!();
+    println!(
+        "Start-up of the `newterms` command, CPU (user + system, to 10 ms), median of {runs}:"
+    );
+    println!();
+    println!("| run | CPU ms |");
+    println!("|---|---:|");
+    for (what, secs) in rows {
+        println!("| {what} | {:.0} |", secs * 1000.0);
     }
     Ok(())
 }

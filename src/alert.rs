@@ -27,6 +27,9 @@ pub struct AlertFacts<'a> {
     pub time: Nanos,
     /// The record's `event.id` (CloudTrail `eventID`), for a stable alert id.
     pub event_id: Option<&'a str>,
+    /// The record is a raw CloudTrail record: the alert adds the ECS fields Elastic's AWS
+    /// integration would have set ([`CLOUDTRAIL_ECS`]).
+    pub cloudtrail: bool,
 }
 
 impl AlertFacts<'_> {
@@ -196,6 +199,10 @@ pub fn render(
         }
     }
     let has_event = entries.iter().any(|(k, _)| k == "event");
+    let mut ecs = match facts.cloudtrail {
+        true => cloudtrail_ecs(&entries),
+        false => Vec::new(),
+    };
     if !event_is_object && !wrote_event_kind {
         if out.len() > 1 {
             out.push(',');
@@ -203,8 +210,39 @@ pub fn render(
         if has_event || original_kind.is_some() {
             out.push_str("\"event.kind\":\"signal\"");
         } else {
-            out.push_str("\"event\":{\"kind\":\"signal\"}");
+            // A new `event` object: the kind, and a CloudTrail record's event fields.
+            out.push_str("\"event\":{\"kind\":\"signal\"");
+            for (name, value) in ecs.iter().filter(|(n, _)| n.starts_with("event.")) {
+                out.push(',');
+                push_json_str(&mut out, &name["event.".len()..]);
+                out.push(':');
+                out.push_str(value);
+            }
+            out.push('}');
         }
+    }
+    ecs.retain(|(name, _)| !name.starts_with("event."));
+    // Every alert has `@timestamp`: the record's own, else the record's time.
+    if !entries.iter().any(|(k, _)| k == "@timestamp") {
+        out.push_str(",\"@timestamp\":");
+        push_json_str(&mut out, &time::format_timestamp(facts.time));
+    }
+    // The other ECS fields as objects, one per top-level name the record does not have.
+    let mut i = 0;
+    while i < ecs.len() {
+        let group = ecs[i].0.split('.').next().unwrap_or_default();
+        let end = ecs[i..]
+            .iter()
+            .position(|(n, _)| n.split('.').next() != Some(group))
+            .map_or(ecs.len(), |k| i + k);
+        let taken = entries
+            .iter()
+            .any(|(k, _)| k == group || k.strip_prefix(group).is_some_and(|r| r.starts_with('.')));
+        if !taken {
+            out.push(',');
+            push_nested(&mut out, group, &ecs[i..end]);
+        }
+        i = end;
     }
     if out.len() > 1 {
         out.push(',');
@@ -239,6 +277,114 @@ pub fn render(
     }
     out.push('}');
     Ok(out)
+}
+
+/// The ECS fields an alert from a raw CloudTrail record carries, as Elastic's AWS
+/// integration (its CloudTrail ingest pipeline) sets them from the same record, so the
+/// alert indexes into an ECS data stream and Kibana's views show who, from where, on what.
+/// Each is read where the record mapping reads it ([`crate::record::cloudtrail_paths`]);
+/// grouped by their first name, in the order written.
+const CLOUDTRAIL_ECS: &[&str] = &[
+    "event.action",
+    "event.provider",
+    "event.outcome",
+    "cloud.account.id",
+    "cloud.region",
+    "source.address",
+    "source.ip",
+    "user_agent.original",
+    "user.name",
+    "user.id",
+    "aws.cloudtrail.user_identity.arn",
+    "aws.cloudtrail.user_identity.type",
+];
+
+/// The [`CLOUDTRAIL_ECS`] fields a CloudTrail record gives, with their JSON text: the
+/// value as the record writes it; `event.outcome` `failure` when the record has an
+/// `errorCode` or `errorMessage`, else `success`; `source.ip` only when
+/// `sourceIPAddress` is an address (an AWS service's name is only `source.address`).
+fn cloudtrail_ecs(entries: &[(std::borrow::Cow<'_, str>, &str)]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for &name in CLOUDTRAIL_ECS {
+        let value = match name {
+            "event.outcome" => {
+                let failed = ["errorCode", "errorMessage"]
+                    .iter()
+                    .any(|k| lookup(entries, k).is_some());
+                Some(format!(
+                    "\"{}\"",
+                    if failed { "failure" } else { "success" }
+                ))
+            }
+            _ => crate::record::cloudtrail_paths(name)
+                .iter()
+                .find_map(|p| lookup(entries, p))
+                .filter(|v| v.starts_with('"'))
+                .filter(|v| {
+                    name != "source.ip" || v[1..v.len() - 1].parse::<std::net::IpAddr>().is_ok()
+                })
+                .map(minified),
+        };
+        if let Some(v) = value {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+/// The value at a dotted path through a record's objects, unless absent or null.
+fn lookup<'t>(entries: &[(std::borrow::Cow<'_, str>, &'t str)], path: &str) -> Option<&'t str> {
+    let mut parts = path.split('.');
+    let first = parts.next()?;
+    let mut value = entries.iter().rev().find(|(k, _)| k == first)?.1;
+    for part in parts {
+        if !value.starts_with('{') {
+            return None;
+        }
+        let inner = crate::record::entries(value).ok()?;
+        value = inner.iter().rev().find(|(k, _)| k == part)?.1;
+    }
+    (value.trim() != "null").then_some(value)
+}
+
+/// `"group":{...}` for fields named `group.a.b`, their JSON texts given: nested objects.
+fn push_nested(out: &mut String, group: &str, fields: &[(&str, String)]) {
+    push_json_str(out, group);
+    out.push(':');
+    // Open and close objects as consecutive names share or leave prefixes (the fields
+    // of one object are listed together).
+    let mut open: Vec<&str> = Vec::new();
+    out.push('{');
+    let mut first = true;
+    for (name, value) in fields {
+        let parts: Vec<&str> = name.split('.').skip(1).collect();
+        let (path, leaf) = parts.split_at(parts.len().saturating_sub(1));
+        let shared = open.iter().zip(path).take_while(|(a, b)| a == b).count();
+        while open.len() > shared {
+            open.pop();
+            out.push('}');
+        }
+        for p in &path[shared..] {
+            if !first {
+                out.push(',');
+            }
+            push_json_str(out, p);
+            out.push_str(":{");
+            open.push(p);
+            first = true;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_json_str(out, leaf.first().copied().unwrap_or_default());
+        out.push(':');
+        out.push_str(value);
+    }
+    for _ in open {
+        out.push('}');
+    }
+    out.push('}');
 }
 
 /// For each entry, whether no later entry has its key.
@@ -319,6 +465,7 @@ mod tests {
             terms: &["arn:aws:iam::1:user/a"],
             time: 0,
             event_id: Some("e1"),
+            cloudtrail: false,
         };
         let out = render(record.as_bytes(), &facts, &Template::new(&rule)).unwrap();
         assert!(!out.contains('\n'), "one line: {out}");
@@ -362,6 +509,60 @@ mod tests {
     }
 
     #[test]
+    fn a_cloudtrail_alert_carries_the_integrations_ecs_fields() {
+        let rule = Rule::default_rule();
+        let facts = |cloudtrail| AlertFacts {
+            rule: &rule,
+            terms: &["arn"],
+            time: 1_700_000_000_000_000_000,
+            event_id: None,
+            cloudtrail,
+        };
+        let record = r#"{"eventTime":"2023-11-14T22:13:20Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2","recipientAccountId":"222","userIdentity":{"type":"AssumedRole","principalId":"AROA:s","arn":"arn:aws:sts::111:assumed-role/R/s","accountId":"111","sessionContext":{"sessionIssuer":{"userName":"R"}}}}"#;
+        let out = render(record.as_bytes(), &facts(true), &Template::new(&rule)).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            v["event"],
+            serde_json::json!({"kind": "signal", "action": "GetCallerIdentity", "provider": "sts.amazonaws.com", "outcome": "success"})
+        );
+        assert_eq!(
+            v["cloud"],
+            serde_json::json!({"account": {"id": "111"}, "region": "us-east-1"})
+        );
+        assert_eq!(
+            v["source"],
+            serde_json::json!({"address": "198.51.100.7", "ip": "198.51.100.7"})
+        );
+        assert_eq!(v["user_agent"]["original"], "aws-cli/2");
+        assert_eq!(v["user"], serde_json::json!({"name": "R", "id": "AROA:s"}));
+        assert_eq!(
+            v["aws"]["cloudtrail"]["user_identity"],
+            serde_json::json!({"arn": "arn:aws:sts::111:assumed-role/R/s", "type": "AssumedRole"})
+        );
+        // An AWS service: its name is no address, no caller account; a failed call; fields
+        // the record has are kept as they are.
+        let record = r#"{"eventTime":"2023-11-14T22:13:20Z","eventSource":"sts.amazonaws.com","eventName":"AssumeRole","sourceIPAddress":"ec2.amazonaws.com","errorCode":"AccessDenied","recipientAccountId":"222","userIdentity":{"type":"AWSService"},"user":{"name":"mine"},"@timestamp":"2000-01-01T00:00:00Z"}"#;
+        let out = render(record.as_bytes(), &facts(true), &Template::new(&rule)).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["@timestamp"], "2000-01-01T00:00:00Z");
+        assert_eq!(v["event"]["outcome"], "failure");
+        assert_eq!(
+            v["source"],
+            serde_json::json!({"address": "ec2.amazonaws.com"})
+        );
+        assert_eq!(v["cloud"]["account"]["id"], "222");
+        assert_eq!(v["user"], serde_json::json!({"name": "mine"}));
+        assert!(v.get("user_agent").is_none());
+        assert_eq!(out.matches("\"@timestamp\"").count(), 1);
+        // Not CloudTrail: only the time.
+        let out = render(br#"{"a":1}"#, &facts(false), &Template::new(&rule)).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.000Z");
+        assert!(v.get("cloud").is_none());
+    }
+
+    #[test]
     fn keeps_the_record_as_written_and_in_order() {
         let record = "{ \"z\" : [ 1 , { \"s\" : \"a b\\n\\\" }\" } ],\n \"a\":1.50, \"z\":\"last\", \"u\":\"\\u00e9\"}";
         let rule = Rule::default_rule();
@@ -370,10 +571,11 @@ mod tests {
             terms: &["t\"q"],
             time: 0,
             event_id: None,
+            cloudtrail: false,
         };
         let out = render(record.as_bytes(), &facts, &Template::new(&rule)).unwrap();
         assert!(
-            out.starts_with(r#"{"a":1.50,"z":"last","u":"\u00e9","event":{"kind":"signal"},"kibana.alert.uuid":"#),
+            out.starts_with(r#"{"a":1.50,"z":"last","u":"\u00e9","event":{"kind":"signal"},"@timestamp":"1970-01-01T00:00:00.000Z","kibana.alert.uuid":"#),
             "{out}"
         );
         let v: Value = serde_json::from_str(&out).unwrap();
@@ -389,6 +591,7 @@ mod tests {
             terms: &["a"],
             time: 0,
             event_id: None,
+            cloudtrail: false,
         };
         let template = Template::new(&rule);
         let out = std::thread::Builder::new()
@@ -408,6 +611,7 @@ mod tests {
             terms: &["a"],
             time: 0,
             event_id: None,
+            cloudtrail: false,
         }
     }
 
@@ -419,6 +623,7 @@ mod tests {
             terms: &["t"],
             time: 5,
             event_id: id,
+            cloudtrail: false,
         };
         let a = facts(Some("e1")).uuid(b"{}");
         assert_eq!(

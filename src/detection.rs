@@ -262,6 +262,7 @@ impl Detection {
                             terms: &terms[..fields],
                             time: ts,
                             event_id: event_id.as_deref(),
+                            cloudtrail: view.is_cloudtrail(),
                         };
                         // The table already holds the term: a record the alert cannot be
                         // built from (not UTF-8 after an unread field) is reported, and the

@@ -80,6 +80,7 @@ impl Gate {
                 continue;
             };
             for lit in lits {
+                let lit = crate::query::unquoted(lit);
                 match literals.iter().position(|p| p == lit) {
                     Some(p) => rules_of[p].push(i as u32),
                     None => {

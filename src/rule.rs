@@ -325,13 +325,27 @@ pub fn kibana_exceptions_setting<S: AsRef<str>>(exports: &[S], lists: &ValueList
     out
 }
 
-/// The rule files of a pack directory: its `*.toml` files, sorted by name. For hosts that
-/// read rules from a directory (the command, the Fluent Bit module).
+/// The rule files of a pack directory: its `*.toml` files, every level down (hidden ones
+/// aside), sorted by path. For the command's `--rule DIR` and `check-rule DIR`.
 pub fn pack_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
-        .collect();
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            // Hidden files and directories (`.git`, editors' files) hold no rules.
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
     files.sort();
     Ok(files)
 }

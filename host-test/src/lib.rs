@@ -165,13 +165,25 @@ impl Runtime {
 
     /// A component from its bytes (a `.wasm` component file).
     pub fn from_bytes(bytes: &[u8]) -> Result<Runtime> {
+        Runtime::with_cache(bytes, None)
+    }
+
+    /// A component from its bytes, its compiled form kept in `cache` (a directory) between
+    /// runs: compiling it costs over a second of CPU, loading it a few milliseconds.
+    ///
+    /// A compiled file is named by the component's SHA-256 and the engine's compatibility
+    /// hash (wasmtime's version and settings), and starts with the SHA-256 of the rest: a
+    /// file that does not match, or that wasmtime refuses, is compiled again and replaced,
+    /// never trusted. The cache is a convenience: when it cannot be written, the run goes on.
+    pub fn with_cache(bytes: &[u8], cache: Option<&Path>) -> Result<Runtime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
-        let component = Component::from_binary(&engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("loading the component")?;
+        let component = match cache {
+            Some(dir) => compiled(&engine, bytes, dir)?,
+            None => compile(&engine, bytes)?,
+        };
         // Empty: the component must import nothing.
         let linker = Linker::new(&engine);
         // The epoch clock for per-call deadlines; it holds only a weak reference.
@@ -188,6 +200,65 @@ impl Runtime {
             component,
             linker,
         })
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
+    Component::from_binary(engine, bytes)
+        .map_err(anyhow::Error::from)
+        .context("loading the component")
+}
+
+/// The component compiled, from `dir` when a good compiled file is there, else compiled
+/// and written there (see [`Runtime::with_cache`]).
+fn compiled(engine: &Engine, bytes: &[u8], dir: &Path) -> Result<Component> {
+    use sha2::{Digest, Sha256};
+    use std::hash::{Hash, Hasher};
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let name = format!(
+        "component-{:x}-{:016x}.cwasm",
+        Sha256::digest(bytes),
+        compat.finish()
+    );
+    let path = dir.join(name);
+    if let Ok(file) = std::fs::read(&path) {
+        if file.len() > 32 && Sha256::digest(&file[32..])[..] == file[..32] {
+            // SAFETY: wasmtime runs a compiled file as machine code. This one is what an
+            // engine of this program's version and settings wrote for these component
+            // bytes (its name), whole and unchanged since (its checksum); wasmtime checks
+            // the version and settings again and refuses a mismatch.
+            if let Ok(component) = unsafe { Component::deserialize(engine, &file[32..]) } {
+                return Ok(component);
+            }
+        }
+    }
+    let component = compile(engine, bytes)?;
+    if let Ok(serialized) = component.serialize() {
+        let mut file = Sha256::digest(&serialized).to_vec();
+        file.extend_from_slice(&serialized);
+        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, &file))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(component)
+}
+
+/// Where the `newterms` command keeps compiled components: `NEWTERMS_CACHE_DIR` (empty:
+/// no cache), else `$XDG_CACHE_HOME/newterms`, else `~/.cache/newterms`.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("NEWTERMS_CACHE_DIR") {
+        Some(d) if d.is_empty() => None,
+        Some(d) => Some(PathBuf::from(d)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("newterms")),
     }
 }
 

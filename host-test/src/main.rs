@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use newterms::host::{Frame, Framer};
 use newterms_host::{BatchOutput, Limits, Output, Runtime, Session, Supervised};
 
 const USAGE: &str = "\
@@ -22,12 +23,16 @@ Usage:
 ";
 
 const RUN_USAGE: &str = "\
-Usage: newterms run [OPTIONS] [FILE...]
+Usage: newterms run [OPTIONS] [FILE|DIR...]
 
-Reads each FILE (`-` or none: stdin), plain or gzip, as NDJSON (one record per line) or as
-one JSON document (a CloudTrail delivery file {\"Records\": [...]}, an array of records, an
-EventBridge event, a record). Runs them through the newterms component in wasmtime and
-writes the outputs as NDJSON to stdout, a summary of the statistics to stderr.
+Reads each FILE (`-` or none: stdin), plain or gzip, whatever its layout: NDJSON (one record
+per line), one JSON document (a CloudTrail delivery file {\"Records\": [...]}, an array of
+records, an EventBridge event, a record, pretty-printed or not), or several documents one
+after another. A line that is not JSON is an error for that line alone; the records around
+it are read. A DIR is read every level down, its files in event-time order where their
+names say it (CloudTrail's YYYYMMDDTHHMMZ), else by path; all through one detector. Runs
+them through the newterms component in wasmtime and writes the outputs as NDJSON to stdout,
+a summary of the statistics to stderr (and, on a terminal, a progress line).
 
 Options:
   --rule PATH                 rule file (Elastic detection-rules TOML), or a directory of
@@ -52,8 +57,9 @@ Options:
   --max-guest-memory BYTES    the most memory the guest may use (default: from the rule's
                               max_table_bytes, at least 256 MiB)
   --max-call-seconds N        the longest one call into the guest may run (default 10)
+  --quiet, -q                 no progress line
 
-A record longer than max_record_bytes is refused before it reaches the guest. A call the
+A record longer than max_record_bytes is an error for that record. A call the
 guest cannot complete (out of memory or time) is reported, its records are written to the
 errors as `guest-failure`, and the run carries on with a fresh guest restored from the
 last checkpoint (taken every 10,000 records).
@@ -70,6 +76,7 @@ struct RunArgs {
     state_every: u64,
     state_every_seconds: u64,
     state_reset: bool,
+    quiet: bool,
     exceptions: Vec<PathBuf>,
     max_guest_memory: Option<usize>,
     max_call_seconds: Option<u64>,
@@ -151,6 +158,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
         state_every: 100_000,
         state_every_seconds: 60,
         state_reset: false,
+        quiet: false,
         exceptions: Vec::new(),
         max_guest_memory: None,
         max_call_seconds: None,
@@ -192,6 +200,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs> {
                 a.state_every = number(&value("--state-every")?, "--state-every")?.max(1)
             }
             "--state-reset" => a.state_reset = true,
+            "--quiet" | "-q" => a.quiet = true,
             "--state-every-seconds" => {
                 a.state_every_seconds =
                     number(&value("--state-every-seconds")?, "--state-every-seconds")?
@@ -224,13 +233,17 @@ fn number(s: &str, name: &str) -> Result<u64> {
         .map_err(|_| usage(format!("{name}: `{s}` is not a whole number")))
 }
 
+/// The component (the built-in one, or `--component`), compiled once and then loaded
+/// from the cache ([`newterms_host::cache_dir`]).
 fn runtime(component: Option<&PathBuf>) -> Result<Runtime> {
+    let cache = newterms_host::cache_dir();
     match component {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Runtime::from_bytes(&bytes)
+            Runtime::with_cache(&bytes, cache.as_deref())
         }
-        None => Runtime::embedded(),
+        None if newterms_host::COMPONENT.is_empty() => Runtime::embedded(),
+        None => Runtime::with_cache(newterms_host::COMPONENT, cache.as_deref()),
     }
 }
 
@@ -286,7 +299,7 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
         ));
     }
     let settings = exception_settings(&exceptions)?;
-    let rt = Runtime::embedded()?;
+    let rt = runtime(None)?;
     let files = newterms_host::rule_files(&paths)?;
     let (mut loaded, mut failed) = (Vec::new(), 0usize);
     for path in &files {
@@ -359,27 +372,170 @@ fn write_artifact(args: &[String], name: &str, bytes: &[u8]) -> Result<ExitCode>
 }
 
 /// Where per-record errors go.
-enum ErrorSink {
-    File(io::BufWriter<File>),
-    Count { count: u64, first: Option<String> },
+/// Where per-record errors go: a file (`--errors`), or a count and the first on stderr.
+struct ErrorSink {
+    file: Option<io::BufWriter<File>>,
+    count: u64,
+    first: Option<String>,
+    /// Errors found by the command itself, not the detector, by kind (the detector's are
+    /// in its statistics).
+    host: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl ErrorSink {
     fn record(&mut self, source: &str, line: u64, kind: &str, message: &str) -> Result<()> {
-        match self {
-            ErrorSink::File(w) => {
+        self.count += 1;
+        match &mut self.file {
+            Some(w) => {
                 let doc = serde_json::json!({"source": source, "line": line, "kind": kind, "message": message});
                 writeln!(w, "{doc}")?;
             }
-            ErrorSink::Count { count, first } => {
-                *count += 1;
-                if first.is_none() {
-                    *first = Some(format!("{source}:{line}: {kind}: {message}"));
-                }
+            None if self.first.is_none() => {
+                self.first = Some(format!("{source}:{line}: {kind}: {message}"));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// An error the command found itself.
+    fn host(&mut self, source: &str, line: u64, kind: &'static str, message: &str) -> Result<()> {
+        *self.host.entry(kind).or_default() += 1;
+        self.record(source, line, kind, message)
+    }
+}
+
+/// A reader that says how much it holds already read (so the next read may wait).
+trait Buffered: BufRead {
+    fn buffered(&self) -> usize;
+}
+
+impl<R: Read> Buffered for BufReader<R> {
+    fn buffered(&self) -> usize {
+        self.buffer().len()
+    }
+}
+
+/// Counts the bytes read through it (before decompression), for the progress line.
+struct Counted<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The live line on stderr for a long run: only on a terminal, not with `--quiet`, and
+/// only once the run has lasted a second.
+struct Progress {
+    shown: bool,
+    enabled: bool,
+    started: std::time::Instant,
+    last: std::time::Instant,
+    files: u64,
+    total_files: u64,
+    records: u64,
+    alerts: u64,
+    errors: u64,
+    bytes: std::rc::Rc<std::cell::Cell<u64>>,
+    total_bytes: Option<u64>,
+}
+
+impl Progress {
+    fn new(enabled: bool, total_files: u64, total_bytes: Option<u64>) -> Progress {
+        let now = std::time::Instant::now();
+        Progress {
+            shown: false,
+            enabled,
+            started: now,
+            last: now,
+            files: 0,
+            total_files,
+            records: 0,
+            alerts: 0,
+            errors: 0,
+            bytes: Default::default(),
+            total_bytes,
+        }
+    }
+
+    fn show(&mut self) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        if !self.enabled || elapsed < 1.0 || self.last.elapsed().as_millis() < 250 {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let bytes = self.bytes.get() as f64;
+        let rate = bytes / elapsed;
+        let left = match self.total_bytes {
+            Some(total) if rate > 0.0 => {
+                let secs = ((total as f64 - bytes).max(0.0) / rate) as u64;
+                format!(", {}:{:02} left", secs / 60, secs % 60)
+            }
+            _ => String::new(),
+        };
+        eprint!(
+            "\r\x1b[Knewterms: {}/{} files, {} records, {:.1} MB/s, {} alerts, {} errors{left}",
+            self.files,
+            self.total_files,
+            self.records,
+            rate / 1e6,
+            self.alerts,
+            self.errors
+        );
+        self.shown = true;
+    }
+
+    /// Clears the line before the summary.
+    fn done(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// The inputs to read, in order: `-` and files as given; a directory's files (every level
+/// down) in the order [`newterms::host::reading_order`] gives.
+fn inputs(args: &[String]) -> Result<Vec<String>> {
+    fn walk(dir: &Path, out: &mut Vec<String>) -> Result<()> {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let path = entry.path();
+            // Hidden files and directories (`.git`, editors' files) are not input.
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.is_file() {
+                out.push(path.display().to_string());
             }
         }
         Ok(())
     }
+    let mut files = Vec::new();
+    for a in args {
+        let path = Path::new(a);
+        // Not only regular files: `/dev/stdin`, a pipe, `<(zcat ...)`.
+        if a == "-" || (path.exists() && !path.is_dir()) {
+            files.push(a.clone());
+        } else if path.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
+            newterms::host::reading_order(&mut found);
+            files.extend(found);
+        } else {
+            return Err(usage(format!("{a}: no such file or directory")));
+        }
+    }
+    Ok(files)
 }
 
 /// Where the term table is kept between runs.
@@ -423,9 +579,9 @@ struct Runner<'a> {
     session: Supervised,
     /// The lines of one call, joined by newlines (reused).
     packed: Vec<u8>,
-    /// Longer inputs are refused before they reach the guest.
-    max_line: usize,
+    /// Longer values are refused before they reach the guest.
     max_document: usize,
+    progress: Progress,
     out: io::BufWriter<io::StdoutLock<'a>>,
     errors: ErrorSink,
     batch: usize,
@@ -433,19 +589,42 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Sends inputs (each with its line number) through the component.
+    /// Sends inputs (each with its line number) through the component: runs of one-line
+    /// values packed as NDJSON (the cheapest way across the boundary), a value that spans
+    /// lines on its own.
     fn flush(
         &mut self,
         source: &str,
         inputs: &mut Vec<Vec<u8>>,
         lines: &mut Vec<u64>,
     ) -> Result<()> {
-        if inputs.is_empty() {
-            return Ok(());
+        let mut start = 0;
+        while start < inputs.len() {
+            let multiline = |i: &Vec<u8>| i.contains(&b'\n');
+            let end = match multiline(&inputs[start]) {
+                true => start + 1,
+                false => inputs[start..]
+                    .iter()
+                    .position(multiline)
+                    .map_or(inputs.len(), |k| start + k),
+            };
+            self.send(source, &inputs[start..end], &lines[start..end])?;
+            start = end;
         }
-        // NDJSON lines go packed in one buffer (the cheapest way across the boundary); a
-        // whole document, which may hold newlines, goes as it is.
-        let call = if inputs.len() == 1 && lines.first() == Some(&1) && inputs[0].contains(&b'\n') {
+        self.out.flush()?;
+        if let Some(state) = &mut self.state {
+            state.since_save += inputs.len() as u64;
+            if state.due() {
+                state.save(&mut self.session)?;
+            }
+        }
+        inputs.clear();
+        lines.clear();
+        Ok(())
+    }
+
+    fn send(&mut self, source: &str, inputs: &[Vec<u8>], lines: &[u64]) -> Result<()> {
+        let call = if inputs.len() == 1 && inputs[0].contains(&b'\n') {
             self.session.process_batch(inputs)?
         } else {
             self.packed.clear();
@@ -467,7 +646,7 @@ impl Runner<'_> {
                 );
                 for line in lines.iter() {
                     self.errors
-                        .record(source, *line, "guest-failure", &failed.reason)?;
+                        .host(source, *line, "guest-failure", &failed.reason)?;
                 }
                 Vec::new()
             }
@@ -475,6 +654,7 @@ impl Runner<'_> {
         for BatchOutput { input, output } in outputs {
             match output {
                 Output::Emit(doc) => {
+                    self.progress.alerts += 1;
                     self.out.write_all(doc.as_bytes())?;
                     self.out.write_all(b"\n")?;
                 }
@@ -485,27 +665,30 @@ impl Runner<'_> {
                 }
             }
         }
-        self.out.flush()?;
-        if let Some(state) = &mut self.state {
-            state.since_save += inputs.len() as u64;
-            if state.due() {
-                state.save(&mut self.session)?;
-            }
-        }
-        inputs.clear();
-        lines.clear();
+        self.progress.records += inputs.len() as u64;
         Ok(())
     }
 
+    /// One input: a file (plain or gzip) or standard input, cut into values by
+    /// [`Framer`] whatever its layout. A read that fails part way (a truncated gzip
+    /// stream, an I/O error) keeps every value before it and is one error naming where.
     fn file(&mut self, name: &str) -> Result<()> {
         let raw: Box<dyn Read> = if name == "-" {
             Box::new(io::stdin().lock())
         } else {
             Box::new(File::open(name).with_context(|| format!("opening {name}"))?)
         };
+        let raw = Counted {
+            inner: raw,
+            count: self.progress.bytes.clone(),
+        };
         let mut reader = BufReader::with_capacity(1 << 16, raw);
-        let gz = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-        let mut reader: Box<dyn BufRead> = if gz {
+        let source = if name == "-" { "stdin" } else { name };
+        let gz = reader
+            .fill_buf()
+            .with_context(|| format!("reading {source}"))?
+            .starts_with(&[0x1f, 0x8b]);
+        let mut reader: Box<dyn Buffered> = if gz {
             Box::new(BufReader::with_capacity(
                 1 << 16,
                 flate2::read::MultiGzDecoder::new(reader),
@@ -513,74 +696,101 @@ impl Runner<'_> {
         } else {
             Box::new(reader)
         };
-        let source = if name == "-" { "stdin" } else { name };
-        let mut inputs = Vec::new();
-        let mut lines = Vec::new();
-        let mut first = Vec::new();
-        reader
-            .read_until(b'\n', &mut first)
-            .with_context(|| format!("reading {source}"))?;
-        let whole_document = first.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
-            || (!first.trim_ascii().is_empty()
-                && serde_json::from_slice::<serde::de::IgnoredAny>(&first).is_err());
-        if whole_document {
-            reader
-                .read_to_end(&mut first)
-                .with_context(|| format!("reading {source}"))?;
-            if first.len() > self.max_document {
-                let msg = format!(
-                    "{} bytes, over the host's document limit of {}",
-                    first.len(),
-                    self.max_document
-                );
-                return self.errors.record(source, 1, "too-large", &msg);
-            }
-            inputs.push(first);
-            lines.push(1);
-            return self.flush(source, &mut inputs, &mut lines);
-        }
-        let mut line_no = 1u64;
-        let mut line = first;
-        loop {
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            if line.len() > self.max_line {
-                let msg = format!(
-                    "{} bytes, over the limit of {} (max_record_bytes): refused by the host",
-                    line.len(),
-                    self.max_line
-                );
-                self.errors.record(source, line_no, "too-large", &msg)?;
-            } else if !line.trim_ascii().is_empty() {
-                inputs.push(std::mem::take(&mut line));
-                lines.push(line_no);
-            }
-            // Flush when the batch is full, or before a read that may block (streaming).
-            if inputs.len() >= self.batch || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true)
-            {
-                self.flush(source, &mut inputs, &mut lines)?;
-            }
+        self.progress.files += 1;
+        let max_document = self.max_document;
+        let mut framer = Framer::new(max_document);
+        let mut got = Framed::default();
+        let mut line = Vec::new();
+        let failure = loop {
             line.clear();
-            if reader
-                .read_until(b'\n', &mut line)
-                .with_context(|| format!("reading {source}"))?
-                == 0
-            {
-                break;
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => break None,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    framer.line(&line, &mut |f| got.take(f, max_document));
+                }
+                Err(e) => {
+                    // What was read of the last line still counts as a line.
+                    if !line.is_empty() {
+                        framer.line(&line, &mut |f| got.take(f, max_document));
+                    }
+                    break Some(e);
+                }
             }
-            line_no += 1;
+            // Send when the batch is full, or, on standard input, before a read that may
+            // wait for more (so a stream is answered as it comes).
+            let waiting = name == "-" && reader.buffered() == 0;
+            if got.inputs.len() >= self.batch || (waiting && !got.is_empty()) {
+                self.send_framed(source, &mut got)?;
+            }
+        };
+        framer.finish(&mut |f| got.take(f, max_document));
+        self.send_framed(source, &mut got)?;
+        if let Some(e) = failure {
+            let what = if gz { "the gzip stream" } else { "the input" };
+            let message = format!(
+                "{what} broke off after line {} ({e}); every record before it was read",
+                framer.lines()
+            );
+            self.errors
+                .host(source, framer.lines(), "truncated", &message)?;
         }
-        self.flush(source, &mut inputs, &mut lines)
+        Ok(())
+    }
+
+    fn send_framed(&mut self, source: &str, got: &mut Framed) -> Result<()> {
+        self.flush(source, &mut got.inputs, &mut got.lines)?;
+        for (line, kind, message) in got.refused.drain(..) {
+            self.errors.host(source, line, kind, &message)?;
+        }
+        self.progress.errors = self.errors.count;
+        self.progress.show();
+        Ok(())
+    }
+}
+
+/// What the framer gave since the last call: values with their lines, and the lines the
+/// command itself reports (not JSON, too large to keep).
+#[derive(Default)]
+struct Framed {
+    inputs: Vec<Vec<u8>>,
+    lines: Vec<u64>,
+    refused: Vec<(u64, &'static str, String)>,
+}
+
+impl Framed {
+    fn take(&mut self, frame: Frame<'_>, max_document: usize) {
+        match frame {
+            Frame::Value { line, text } => {
+                self.inputs.push(text.to_vec());
+                self.lines.push(line);
+            }
+            Frame::Bad { line, text, why } => {
+                const SHOWN: usize = 120;
+                let shown = String::from_utf8_lossy(&text[..text.len().min(SHOWN)]);
+                let more = if text.len() > SHOWN { "..." } else { "" };
+                let message = format!("{why}: {shown}{more}");
+                self.refused.push((line, "invalid-json", message));
+            }
+            Frame::TooLarge { line, bytes } => self.refused.push((
+                line,
+                "too-large",
+                format!(
+                    "a value of {bytes} bytes or more, over the host's limit of {max_document}: refused by the host"
+                ),
+            )),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inputs.is_empty() && self.refused.is_empty()
     }
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    for f in &args.files {
-        if f != "-" && !std::path::Path::new(f).is_file() {
-            return Err(usage(format!("{f}: no such file")));
-        }
-    }
+    let files = inputs(&args.files)?;
     let rules = newterms_host::Rules::load(&args.rules).map_err(|e| usage(format!("{e:#}")))?;
     let rt = runtime(args.component.as_ref())?;
     let mut settings = args.settings.join("\n");
@@ -617,24 +827,35 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             }
             Err(e) => return Err(usage(format!("rule: {}", e.message))),
         };
-    let max_line = newterms::Rule::parse(rules.first(), &settings)
-        .map(|r| r.settings.max_record_bytes)
-        .unwrap_or(usize::MAX);
-    let errors = match &args.errors {
-        Some(p) => ErrorSink::File(io::BufWriter::new(
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => ErrorSink::Count {
-            count: 0,
-            first: None,
+    let errors = ErrorSink {
+        file: match &args.errors {
+            Some(p) => Some(io::BufWriter::new(
+                File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
+            None => None,
         },
+        count: 0,
+        first: None,
+        host: Default::default(),
     };
+    let total_bytes = files
+        .iter()
+        .map(|f| match f.as_str() {
+            "-" => None,
+            f => std::fs::metadata(f).ok().map(|m| m.len()),
+        })
+        .sum::<Option<u64>>();
+    let progress = Progress::new(
+        !args.quiet && io::IsTerminal::is_terminal(&io::stderr()),
+        files.len() as u64,
+        total_bytes,
+    );
     let stdout = io::stdout();
     let mut runner = Runner {
         session,
         packed: Vec::new(),
-        max_line,
         max_document: limits.max_memory / 4,
+        progress,
         out: io::BufWriter::new(stdout.lock()),
         errors,
         batch: args.batch,
@@ -646,20 +867,37 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             saved_at: std::time::Instant::now(),
         }),
     };
-    for f in &args.files {
+    for f in &files {
         runner.file(f)?;
     }
+    runner.progress.done();
     runner.out.flush()?;
     if let Some(state) = &mut runner.state {
         state.save(&mut runner.session)?;
     }
     let stats = runner.session.stats()?;
-    let summary: Vec<String> = stats
-        .fields()
-        .into_iter()
-        .filter(|(k, v)| *v != 0 || matches!(k.as_str(), "records" | "matched" | "alerts"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut summary = vec![format!("files={}", runner.progress.files)];
+    summary.extend(
+        stats
+            .fields()
+            .into_iter()
+            .filter(|(k, v)| *v != 0 || matches!(k.as_str(), "records" | "matched" | "alerts"))
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    // The command's own errors count with the detector's, under the same names.
+    for (kind, n) in &runner.errors.host {
+        let key = format!("errors.{kind}");
+        match summary
+            .iter_mut()
+            .find(|s| s.starts_with(&format!("{key}=")))
+        {
+            Some(s) => {
+                let had: u64 = s[key.len() + 1..].parse().unwrap_or(0);
+                *s = format!("{key}={}", had + n);
+            }
+            None => summary.push(format!("{key}={n}")),
+        }
+    }
     eprintln!("newterms: {}", summary.join(" "));
     if matches!(rules, newterms_host::Rules::Pack(_)) {
         for (id, s) in runner.session.rule_stats()? {
@@ -669,13 +907,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    match runner.errors {
-        ErrorSink::File(mut w) => w.flush()?,
-        ErrorSink::Count { count, first } => {
-            if let Some(first) = first {
-                eprintln!("newterms: {count} records had errors (use --errors FILE to keep them); first: {first}");
-            }
-        }
+    match (&mut runner.errors.file, &runner.errors.first) {
+        (Some(w), _) => w.flush()?,
+        (None, Some(first)) => eprintln!(
+            "newterms: {} records had errors (use --errors FILE to keep them); first: {first}",
+            runner.errors.count
+        ),
+        (None, None) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

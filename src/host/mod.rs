@@ -9,9 +9,11 @@ use std::path::Path;
 use crate::exceptions::ValueLists;
 
 mod filter;
+mod intake;
 mod state;
 
 pub use filter::{Filter, Places, Recoveries, FLUENT_BIT, MAX_RECOVERIES, STACK_NEED};
+pub use intake::{reading_order, Damage, Frame, Framer};
 pub use state::{Restored, StateFile, StatePolicy};
 
 /// The file operations a host provides.

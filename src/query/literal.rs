@@ -453,6 +453,25 @@ fn literal_of(pattern: &Pattern, whole: bool) -> Option<Vec<String>> {
     (lit.len() >= MIN_LITERAL).then(|| vec![lit])
 }
 
+/// `lit` as the pack's gate searches it: without the quotes [`literal_of`] puts around a
+/// keyword's value, when what remains is still [`MIN_LITERAL`] long. The gate's search is
+/// keyed on a literal's first bytes, and `"` is among the commonest bytes of JSON; and a
+/// pack's literals stay few only when rules share them (`x` as free text and `"x"` as a
+/// value are one literal then). Measured over the CloudTrail mix: with the quotes, 50 rules
+/// ran at 0.20 of one rule's speed natively and 100 rules at 0.04 (over Teddy's pattern
+/// limit); without them 0.79 and 0.65. Sound: a text that holds the literal holds it
+/// without its first and last bytes, and each rule the gate opens runs its own prefilter.
+pub(crate) fn unquoted(lit: &[u8]) -> &[u8] {
+    let lit = match lit {
+        [b'"', rest @ ..] if rest.len() >= MIN_LITERAL => rest,
+        _ => lit,
+    };
+    match lit {
+        [rest @ .., b'"'] if rest.len() >= MIN_LITERAL => rest,
+        _ => lit,
+    }
+}
+
 /// Whether `s` could read as a number (every text `f64` parses, and some more): a sign,
 /// digits, points and exponents, or infinity and NaN. Cheaper than parsing it.
 fn number_like(s: &str) -> bool {

@@ -18,7 +18,7 @@ pub use compile::is_ip_field;
 pub use condition::Condition;
 pub use dsl::{parse_filters, DslError};
 pub use error::{QueryError, QueryErrorKind};
-pub(crate) use literal::has_escape;
+pub(crate) use literal::{has_escape, unquoted};
 pub use literal::{BufferScan, Prefilter, Writer};
 pub use net::Cidr;
 pub use node::{Bound, Node, Test};

@@ -24,8 +24,8 @@ impl FieldId {
 /// How a raw CloudTrail record provides an ECS field.
 #[derive(Debug, Clone, Copy)]
 enum CloudTrail {
-    /// Read from this CloudTrail path.
-    Path(&'static str),
+    /// Read from the first of these CloudTrail paths the record has (one or two).
+    Paths(&'static [&'static str]),
     /// `aws.cloudtrail`, the same for every CloudTrail record.
     Dataset,
     /// `failure` when `errorCode` or `errorMessage` is present, else `success`.
@@ -36,41 +36,56 @@ enum CloudTrail {
 const CLOUDTRAIL_FIELDS: &[(&str, CloudTrail)] = &[
     ("event.dataset", CloudTrail::Dataset),
     ("data_stream.dataset", CloudTrail::Dataset),
-    ("event.provider", CloudTrail::Path("eventSource")),
-    ("event.action", CloudTrail::Path("eventName")),
+    ("event.provider", CloudTrail::Paths(&["eventSource"])),
+    ("event.action", CloudTrail::Paths(&["eventName"])),
     ("event.outcome", CloudTrail::Outcome),
-    ("event.id", CloudTrail::Path("eventID")),
-    ("@timestamp", CloudTrail::Path("eventTime")),
+    ("event.id", CloudTrail::Paths(&["eventID"])),
+    ("@timestamp", CloudTrail::Paths(&["eventTime"])),
     (
         "aws.cloudtrail.user_identity.type",
-        CloudTrail::Path("userIdentity.type"),
+        CloudTrail::Paths(&["userIdentity.type"]),
     ),
     (
         "aws.cloudtrail.user_identity.arn",
-        CloudTrail::Path("userIdentity.arn"),
+        CloudTrail::Paths(&["userIdentity.arn"]),
     ),
     (
         "aws.cloudtrail.user_identity.access_key_id",
-        CloudTrail::Path("userIdentity.accessKeyId"),
+        CloudTrail::Paths(&["userIdentity.accessKeyId"]),
     ),
-    ("user.name", CloudTrail::Path("userIdentity.userName")),
-    ("user_agent.original", CloudTrail::Path("userAgent")),
-    ("source.address", CloudTrail::Path("sourceIPAddress")),
-    ("source.ip", CloudTrail::Path("sourceIPAddress")),
-    ("cloud.region", CloudTrail::Path("awsRegion")),
+    // An assumed role's or federated user's session has no userName: the role's.
+    (
+        "user.name",
+        CloudTrail::Paths(&[
+            "userIdentity.userName",
+            "userIdentity.sessionContext.sessionIssuer.userName",
+        ]),
+    ),
+    ("user.id", CloudTrail::Paths(&["userIdentity.principalId"])),
+    ("user_agent.original", CloudTrail::Paths(&["userAgent"])),
+    ("source.address", CloudTrail::Paths(&["sourceIPAddress"])),
+    ("source.ip", CloudTrail::Paths(&["sourceIPAddress"])),
+    ("cloud.region", CloudTrail::Paths(&["awsRegion"])),
+    // An AWS service's call has no caller account: the account that received it.
     (
         "cloud.account.id",
-        CloudTrail::Path("userIdentity.accountId"),
+        CloudTrail::Paths(&["userIdentity.accountId", "recipientAccountId"]),
     ),
-    ("aws.cloudtrail.event_type", CloudTrail::Path("eventType")),
-    ("aws.cloudtrail.error_code", CloudTrail::Path("errorCode")),
+    (
+        "aws.cloudtrail.event_type",
+        CloudTrail::Paths(&["eventType"]),
+    ),
+    (
+        "aws.cloudtrail.error_code",
+        CloudTrail::Paths(&["errorCode"]),
+    ),
     (
         "aws.cloudtrail.error_message",
-        CloudTrail::Path("errorMessage"),
+        CloudTrail::Paths(&["errorMessage"]),
     ),
     (
         "aws.cloudtrail.recipient_account_id",
-        CloudTrail::Path("recipientAccountId"),
+        CloudTrail::Paths(&["recipientAccountId"]),
     ),
 ];
 
@@ -92,10 +107,22 @@ pub fn implied_values(ecs_name: &str) -> &'static [&'static str] {
     }
 }
 
+/// The CloudTrail paths an ECS field is read from in a raw CloudTrail record, in order
+/// (the first present wins); empty for a field the mapping derives (`event.outcome`,
+/// `event.dataset`) or does not have.
+pub(crate) fn cloudtrail_paths(ecs_name: &str) -> &'static [&'static str] {
+    match CLOUDTRAIL_FIELDS.iter().find(|(name, _)| *name == ecs_name) {
+        Some((_, CloudTrail::Paths(paths))) => paths,
+        _ => &[],
+    }
+}
+
 /// Where a field's value comes from in a raw CloudTrail record.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Source {
     Slot(u32),
+    /// The first slot, else the second.
+    Either(u32, u32),
     /// `event.dataset` of a CloudTrail record: `aws.cloudtrail`.
     Dataset,
     Outcome,
@@ -190,7 +217,9 @@ impl LayoutBuilder {
         let (fold, parent) = Fold::of(name);
         let ecs = self.slot(parent);
         let cloudtrail = match CLOUDTRAIL_FIELDS.iter().find(|(n, _)| *n == parent) {
-            Some((_, CloudTrail::Path(p))) => Source::Slot(self.slot(p)),
+            Some((_, CloudTrail::Paths([p]))) => Source::Slot(self.slot(p)),
+            Some((_, CloudTrail::Paths([a, b, ..]))) => Source::Either(self.slot(a), self.slot(b)),
+            Some((_, CloudTrail::Paths([]))) => Source::None,
             Some((_, CloudTrail::Dataset)) => Source::Dataset,
             Some((_, CloudTrail::Outcome)) => Source::Outcome,
             None => Source::None,

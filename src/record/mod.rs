@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use serde_json::Number;
 
+pub(crate) use layout::cloudtrail_paths;
 pub use layout::{implied_values, FieldId, Layout, LayoutBuilder};
 pub(crate) use scan::{elements, entries};
 
@@ -189,6 +190,10 @@ impl<'a> RecordView<'a> {
         }
         match spec.cloudtrail {
             Source::Slot(s) => self.slot(s),
+            Source::Either(a, b) => match self.slot(a) {
+                Field::Absent => self.slot(b),
+                found => found,
+            },
             Source::Dataset => Field::Values(std::slice::from_ref(&DATASET_CLOUDTRAIL)),
             Source::Outcome => {
                 let failed = !matches!(self.cap(layout.error_code), Captured::Absent)

@@ -105,12 +105,15 @@ fn errors_go_to_the_errors_file_with_their_line() {
         Some(input),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // The first line is not a complete JSON value, so stdin is read as one document.
+    // The first line is not a whole JSON value: an error for that line, and the record
+    // after it is read.
+    assert_eq!(arns(&o), vec!["arn:aws:iam::1:user/a"]);
     let errs = std::fs::read_to_string(&errors).expect("errors file");
     let first: serde_json::Value =
         serde_json::from_str(errs.lines().next().expect("an error")).expect("JSON");
     assert_eq!(first["kind"], "invalid-json");
     assert_eq!(first["source"], "stdin");
+    assert_eq!(first["line"], 1);
 
     let input = b"{\"eventTime\":\"2026-01-01T00:00:00Z\",\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{\"arn\":\"arn:aws:iam::1:user/a\"}}\n\
 {\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{\"arn\":\"arn:aws:iam::1:user/b\"}}\n\
@@ -196,14 +199,14 @@ fn check_rule_and_bad_arguments() {
 }
 
 #[test]
-fn the_host_refuses_an_oversized_line_before_the_guest() {
+fn an_oversized_record_is_an_error_for_its_line() {
     let errors = tmp("refused.ndjson");
     let long = format!(
         "{{\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"pad\":\"{}\"}}\n",
         "x".repeat(2000)
     );
     let ok = "{\"eventTime\":\"2026-01-01T00:00:00Z\",\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{\"arn\":\"arn:aws:iam::1:user/a\"}}\n";
-    let input = format!("{ok}{long}");
+    let input = format!("{ok}{long}{}", ok.replace("user/a", "user/b"));
     let o = newterms(
         &[
             "run",
@@ -214,17 +217,228 @@ fn the_host_refuses_an_oversized_line_before_the_guest() {
         ],
         Some(input.as_bytes()),
     );
-    assert_eq!(arns(&o), vec!["arn:aws:iam::1:user/a"]);
+    assert_eq!(
+        arns(&o),
+        vec!["arn:aws:iam::1:user/a", "arn:aws:iam::1:user/b"]
+    );
     let errs = std::fs::read_to_string(&errors).expect("errors");
     assert!(
-        errs.contains("refused by the host") && errs.contains("\"line\":2"),
+        errs.contains("\"kind\":\"too-large\"") && errs.contains("\"line\":2"),
         "{errs}"
     );
-    let stderr = String::from_utf8_lossy(&o.stderr);
+}
+
+/// Invictus' records as NDJSON, and the alert they give.
+fn invictus_ndjson() -> Vec<u8> {
+    let mut ndjson = Vec::new();
+    for p in &files("cloudtrail/invictus-ir") {
+        for line in as_lines(p) {
+            ndjson.extend_from_slice(&line);
+            ndjson.push(b'\n');
+        }
+    }
+    ndjson
+}
+
+const INVICTUS_ALERT: &str = "arn:aws:iam::123837392027:user/bert-jan";
+
+/// `newterms run --errors ERRORS FILE`.
+fn run_keeping_errors(file: &std::path::Path, errors: &std::path::Path) -> Output {
+    newterms(
+        &[
+            "run",
+            "--errors",
+            errors.to_str().expect("path"),
+            file.to_str().expect("path"),
+        ],
+        None,
+    )
+}
+
+fn summary(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_first_line_costs_that_line_and_nothing_else() {
+    let ndjson = invictus_ndjson();
+    let records = ndjson
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    for bad in [
+        &b"{\"eventTime\":\"2023-07-10T11:45:00Z\",\"eventSo"[..],
+        b"{\"Records\":[{\"a\":",
+        b"<html>",
+    ] {
+        let mut input = bad.to_vec();
+        input.push(b'\n');
+        input.extend_from_slice(&ndjson);
+        let file = tmp("bad-first.ndjson");
+        std::fs::write(&file, &input).expect("write");
+        let errors = tmp("bad-first.errors");
+        let o = run_keeping_errors(&file, &errors);
+        assert!(o.status.success(), "{}", summary(&o));
+        assert_eq!(arns(&o), vec![INVICTUS_ALERT]);
+        assert!(
+            summary(&o).contains(&format!("records={records} ")),
+            "{}",
+            summary(&o)
+        );
+        let errs = std::fs::read_to_string(&errors).expect("errors");
+        assert_eq!(errs.lines().count(), 1, "{errs}");
+        assert!(
+            errs.contains("\"line\":1") && errs.contains("invalid-json"),
+            "{errs}"
+        );
+    }
+}
+
+#[test]
+fn documents_are_read_whatever_their_layout() {
+    let paths = files("cloudtrail/invictus-ir");
+    let records: usize = paths.iter().map(|p| as_lines(p).len()).sum();
+    // Pretty-printed delivery files, one after another in one file, and an array.
+    let mut several = Vec::new();
+    let mut array = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("JSON");
+        match i % 2 {
+            0 => several.extend(serde_json::to_vec_pretty(&doc).expect("json")),
+            _ => several.extend(serde_json::to_vec(&doc).expect("json")),
+        }
+        several.push(b'\n');
+        array.extend(doc["Records"].as_array().expect("Records").iter().cloned());
+    }
+    let array = serde_json::to_vec_pretty(&serde_json::Value::Array(array)).expect("json");
+    for (name, bytes) in [("several.json", several), ("array.json", array)] {
+        let file = tmp(name);
+        std::fs::write(&file, bytes).expect("write");
+        let o = newterms(&["run", file.to_str().expect("path")], None);
+        assert!(o.status.success(), "{}", summary(&o));
+        assert_eq!(arns(&o), vec![INVICTUS_ALERT], "{name}");
+        assert!(
+            summary(&o).contains(&format!("records={records} ")) && !summary(&o).contains("errors"),
+            "{name}: {}",
+            summary(&o)
+        );
+    }
+}
+
+#[test]
+fn a_truncated_gzip_stream_keeps_every_record_before_the_cut() {
+    let ndjson = invictus_ndjson();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&ndjson).expect("gzip");
+    let gz = enc.finish().expect("gzip");
+    let cut = &gz[..gz.len() * 3 / 5];
+    // What a reader gets of the cut stream before the error.
+    let mut got = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(cut);
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut dec, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let whole = got.iter().filter(|&&b| b == b'\n').count();
+    assert!(whole > 100 && whole < 2900, "{whole}");
+    let file = tmp("cut.ndjson.gz");
+    std::fs::write(&file, cut).expect("write");
+    let errors = tmp("cut.errors");
+    let o = run_keeping_errors(&file, &errors);
+    assert!(o.status.success(), "{}", summary(&o));
+    let text = summary(&o);
+    let records: usize = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("records="))
+        .and_then(|n| n.parse().ok())
+        .expect("records in the summary");
+    // Every whole line, and the partial last one only if it happened to be whole JSON.
     assert!(
-        stderr.contains("records=1 "),
-        "the guest never saw it: {stderr}"
+        records == whole || records == whole + 1,
+        "{records} vs {whole}: {text}"
     );
+    assert!(text.contains("errors.truncated=1"), "{text}");
+    let errs = std::fs::read_to_string(&errors).expect("errors");
+    assert!(
+        errs.contains("the gzip stream broke off after line"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn standard_input_is_read_as_it_comes() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_newterms"))
+        .args(["run", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn newterms");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let record = |user: &str| {
+        format!("{{\"eventTime\":\"2026-01-01T00:00:00Z\",\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{{\"arn\":\"arn:aws:iam::1:user/{user}\"}}}}\n")
+    };
+    // The alert comes while standard input is still open.
+    for user in ["a", "b"] {
+        stdin.write_all(record(user).as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        let alert = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("an alert before the end of the input");
+        assert!(alert.contains(&format!("user/{user}")), "{alert}");
+    }
+    drop(stdin);
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn a_directory_tree_is_read_in_event_time_order_as_one_run() {
+    let root = tmp("tree");
+    let _ = std::fs::remove_dir_all(&root);
+    let record = |time: &str| {
+        format!("{{\"Records\":[{{\"eventTime\":\"{time}\",\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{{\"type\":\"IAMUser\",\"arn\":\"arn:aws:iam::1:user/a\"}}}}]}}")
+    };
+    // By path, us-east-1 (the later event) would come first; by the names' time, us-west-2.
+    let place = |region: &str, day: &str, stamp: &str, time: &str| {
+        let dir = root.join(format!("AWSLogs/1/CloudTrail/{region}/2024/01/{day}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join(format!("1_CloudTrail_{region}_{stamp}_x.json.gz"));
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(record(time).as_bytes()).expect("gzip");
+        std::fs::write(file, enc.finish().expect("gzip")).expect("write");
+    };
+    place("us-east-1", "02", "20240102T0000Z", "2024-01-02T00:00:00Z");
+    place("us-west-2", "01", "20240101T0000Z", "2024-01-01T00:00:00Z");
+    std::fs::write(root.join(".hidden"), "not a record").expect("write");
+    let o = newterms(&["run", root.to_str().expect("path")], None);
+    assert!(o.status.success(), "{}", summary(&o));
+    let alerts = stdout_lines(&o);
+    assert_eq!(alerts.len(), 1, "{}", summary(&o));
+    assert_eq!(
+        alerts[0]["kibana.alert.original_time"], "2024-01-01T00:00:00.000Z",
+        "the earlier event is read first"
+    );
+    let text = summary(&o);
+    assert!(
+        text.contains("files=2 ") && text.contains("records=2 "),
+        "{text}"
+    );
+    assert!(!text.contains("late="), "nothing read out of order: {text}");
 }
 
 #[test]
@@ -404,4 +618,65 @@ fn packs_from_directories_and_check_rule_per_file() {
     let o = newterms(&["check-rule", dir.to_str().expect("path")], None);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("run together as a pack"));
+}
+
+#[test]
+fn the_compiled_component_is_cached_and_a_bad_cache_is_compiled_again() {
+    let cache = tmp("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let sample =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/data/cloudtrail-sample.ndjson");
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_newterms"))
+            .args(["run", sample.to_str().expect("path")])
+            .env("NEWTERMS_CACHE_DIR", &cache)
+            .output()
+            .expect("run newterms");
+        assert!(o.status.success(), "{}", summary(&o));
+        o.stdout
+    };
+    let cached = || -> PathBuf {
+        let files: Vec<PathBuf> = std::fs::read_dir(&cache)
+            .expect("the cache directory")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files[0].clone()
+    };
+    let first = run();
+    assert!(!first.is_empty());
+    let file = cached();
+    let good = std::fs::read(&file).expect("read");
+    assert_eq!(run(), first, "from the cache");
+    // Damaged (a flipped byte, a cut file, another file under its name): compiled again,
+    // the same answers, and the file replaced by a good one.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    for bad in [
+        flipped,
+        good[..good.len() / 3].to_vec(),
+        b"not a component".to_vec(),
+    ] {
+        std::fs::write(&file, &bad).expect("write");
+        assert_eq!(run(), first);
+        assert_eq!(std::fs::read(cached()).expect("read"), good);
+    }
+}
+
+#[test]
+fn check_rule_reads_a_tree_of_rules() {
+    let dir = tmp("rule-tree");
+    let _ = std::fs::remove_dir_all(&dir);
+    for (i, (name, text)) in newterms_host::pack::rules(4).into_iter().enumerate() {
+        let sub = dir.join(format!("level{}", i % 2)).join("deeper");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join(name), text).expect("write");
+    }
+    std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
+    std::fs::write(dir.join(".git/x.toml"), "not a rule").expect("write");
+    let o = newterms(&["check-rule", dir.to_str().expect("path")], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("4 rules: 4 loaded, 0 did not"), "{out}");
 }
