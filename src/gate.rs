@@ -15,6 +15,10 @@
 
 use crate::query::Prefilter;
 
+/// The most literals aho-corasick's vector search (Teddy) takes; past it the gate keeps
+/// the literals' quotes (see [`crate::query::unquoted`]).
+const VECTOR_LITERALS: usize = 64;
+
 /// The gate of a pack.
 #[derive(Debug)]
 pub(crate) struct Gate {
@@ -66,21 +70,39 @@ impl Gate {
                 *shared.entry(lit).or_default() += 1;
             }
         }
+        let chosen: Vec<Option<&Vec<&[u8]>>> = groups
+            .iter()
+            .map(|rule| {
+                rule.iter().max_by_key(|g| {
+                    let sharing = g.iter().map(|l| shared.get(l).copied().unwrap_or(0)).min();
+                    let length = g.iter().map(|l| l.len()).min();
+                    (sharing, length)
+                })
+            })
+            .collect();
+        // Without their quotes when that leaves few enough literals for a vector search,
+        // else as they are (see `query::unquoted`).
+        let mut bare: Vec<&[u8]> = chosen
+            .iter()
+            .flatten()
+            .flat_map(|g| g.iter().map(|l| crate::query::unquoted(l)))
+            .collect();
+        bare.sort_unstable();
+        bare.dedup();
+        let strip = bare.len() <= VECTOR_LITERALS;
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut rules_of: Vec<Vec<u32>> = Vec::new();
         let mut always = Vec::new();
-        for (i, rule) in groups.iter().enumerate() {
-            let score = |g: &Vec<&[u8]>| {
-                let sharing = g.iter().map(|l| shared.get(l).copied().unwrap_or(0)).min();
-                let length = g.iter().map(|l| l.len()).min();
-                (sharing, length)
-            };
-            let Some(lits) = rule.iter().max_by_key(|g| score(g)) else {
+        for (i, chosen) in chosen.iter().enumerate() {
+            let Some(lits) = chosen else {
                 always.push(i as u32);
                 continue;
             };
-            for lit in lits {
-                let lit = crate::query::unquoted(lit);
+            for lit in lits.iter() {
+                let lit = match strip {
+                    true => crate::query::unquoted(lit),
+                    false => lit,
+                };
                 match literals.iter().position(|p| p == lit) {
                     Some(p) => rules_of[p].push(i as u32),
                     None => {
