@@ -52,19 +52,40 @@ impl Stats {
         self.errors[kind.index()] += 1;
     }
 
-    /// Name and value of every counter, in a fixed order (errors as `errors.<kind>`).
+    /// Name and value of every counter, in a fixed order (errors as `errors.<kind>`). The
+    /// one list of counters every host reports (the JSON statistics, the npm package's
+    /// object, the command's summary). A test checks the WIT record against it, and the
+    /// wasmtime host rebuilds the counters with [`Stats::from_fields`], which refuses a
+    /// missing or unknown one: a counter added here and missed elsewhere fails the tests.
     pub fn fields(&self) -> Vec<(String, u64)> {
+        // Whole, without `..`: a new counter must be listed here to compile.
+        let Stats {
+            records,
+            prefiltered,
+            unmatched,
+            excepted,
+            matched,
+            no_term,
+            suppressed,
+            alerted,
+            alerts,
+            late,
+            errors: _,
+            evicted_window,
+            evicted_capacity,
+            terms_held,
+        } = *self;
         let mut v: Vec<(String, u64)> = [
-            ("records", self.records),
-            ("prefiltered", self.prefiltered),
-            ("unmatched", self.unmatched),
-            ("excepted", self.excepted),
-            ("matched", self.matched),
-            ("no_term", self.no_term),
-            ("suppressed", self.suppressed),
-            ("alerted", self.alerted),
-            ("alerts", self.alerts),
-            ("late", self.late),
+            ("records", records),
+            ("prefiltered", prefiltered),
+            ("unmatched", unmatched),
+            ("excepted", excepted),
+            ("matched", matched),
+            ("no_term", no_term),
+            ("suppressed", suppressed),
+            ("alerted", alerted),
+            ("alerts", alerts),
+            ("late", late),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -72,9 +93,101 @@ impl Stats {
         for kind in ErrorKind::ALL {
             v.push((format!("errors.{}", kind.as_str()), self.errors_of(kind)));
         }
-        v.push(("evicted_window".into(), self.evicted_window));
-        v.push(("evicted_capacity".into(), self.evicted_capacity));
-        v.push(("terms_held".into(), self.terms_held));
+        v.push(("evicted_window".into(), evicted_window));
+        v.push(("evicted_capacity".into(), evicted_capacity));
+        v.push(("terms_held".into(), terms_held));
         v
+    }
+
+    /// The counters from name and value pairs named as [`Stats::fields`] names them: how a
+    /// host rebuilds them from another representation. A name it does not know is an
+    /// error, and so is a counter missing from `fields`.
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Result<Stats, String> {
+        let mut s = Stats::default();
+        let mut seen = 0;
+        for (name, value) in fields {
+            let slot = match name {
+                "records" => &mut s.records,
+                "prefiltered" => &mut s.prefiltered,
+                "unmatched" => &mut s.unmatched,
+                "excepted" => &mut s.excepted,
+                "matched" => &mut s.matched,
+                "no_term" => &mut s.no_term,
+                "suppressed" => &mut s.suppressed,
+                "alerted" => &mut s.alerted,
+                "alerts" => &mut s.alerts,
+                "late" => &mut s.late,
+                "evicted_window" => &mut s.evicted_window,
+                "evicted_capacity" => &mut s.evicted_capacity,
+                "terms_held" => &mut s.terms_held,
+                other => {
+                    let kind = other
+                        .strip_prefix("errors.")
+                        .and_then(|k| ErrorKind::ALL.into_iter().find(|e| e.as_str() == k))
+                        .ok_or_else(|| format!("unknown counter `{other}`"))?;
+                    &mut s.errors[kind.index()]
+                }
+            };
+            *slot = value;
+            seen += 1;
+        }
+        let all = Stats::default().fields().len();
+        match seen == all {
+            true => Ok(s),
+            false => Err(format!("{seen} counters given, {all} expected")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_round_trips_by_name() {
+        let mut s = Stats::default();
+        let names: Vec<String> = s.fields().into_iter().map(|(k, _)| k).collect();
+        // Give each counter a distinct value through its name, then read them back.
+        let given: Vec<(&str, u64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i as u64 + 1))
+            .collect();
+        s = Stats::from_fields(given.iter().copied()).unwrap();
+        let back: Vec<(String, u64)> = s.fields();
+        assert_eq!(
+            back,
+            given
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<Vec<_>>()
+        );
+        assert!(Stats::from_fields([("records", 1)]).is_err());
+        assert!(Stats::from_fields([("bogus", 1)]).is_err());
+    }
+
+    /// The WIT interface's `stats` record names every counter, in the same order.
+    #[test]
+    fn the_wit_record_has_every_counter() {
+        let wit = include_str!("../wit/newterms.wit");
+        let body = wit
+            .split("record stats {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("the WIT has a stats record");
+        let in_wit: Vec<String> = body
+            .lines()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .map(|l| l.split(':').next().unwrap_or_default().trim().to_owned())
+            .collect();
+        let ours: Vec<String> = Stats::default()
+            .fields()
+            .into_iter()
+            .map(|(k, _)| k.replace(['.', '_'], "-"))
+            .collect();
+        assert_eq!(in_wit, ours);
     }
 }
