@@ -98,6 +98,9 @@ pub struct Framer {
     oversize: Option<usize>,
     /// Lines to read again after damage, with their numbers.
     again: VecDeque<(u64, Vec<u8>)>,
+    /// The values that began and ended on the current line (kept between lines, so a line
+    /// costs no allocation).
+    whole: Vec<(usize, usize)>,
 }
 
 impl Framer {
@@ -112,6 +115,7 @@ impl Framer {
             pending_line: 0,
             oversize: None,
             again: VecDeque::new(),
+            whole: Vec::new(),
         }
     }
 
@@ -157,7 +161,8 @@ impl Framer {
         // Where the line's own text starts: after the earlier value, once it ends.
         let mut rest = 0;
         // The values that began and ended on this line, given when the line is good.
-        let mut whole: Vec<(usize, usize)> = Vec::new();
+        let mut whole = std::mem::take(&mut self.whole);
+        whole.clear();
         let mut start = 0;
         let mut i = 0;
         while i <= text.len() {
@@ -201,6 +206,7 @@ impl Framer {
                             },
                         });
                     }
+                    self.whole = whole;
                     return;
                 }
             }
@@ -208,7 +214,7 @@ impl Framer {
                 i += 1;
             }
         }
-        for (s, e) in whole {
+        for &(s, e) in &whole {
             let value = &text[s..e];
             match value.len() > self.max_value {
                 true => sink(Frame::TooLarge {
@@ -221,20 +227,21 @@ impl Framer {
                 }),
             }
         }
+        self.whole = whole;
         if self.syntax.in_value() {
             if continuing {
-                self.extend_pending(text, sink);
+                self.extend_pending(text);
             } else {
                 self.pending.clear();
                 self.pending_starts.clear();
                 self.pending_line = number;
                 self.oversize = None;
-                self.extend_pending(&text[start..], sink);
+                self.extend_pending(&text[start..]);
             }
         }
     }
 
-    fn extend_pending(&mut self, text: &[u8], _sink: &mut dyn FnMut(Frame<'_>)) {
+    fn extend_pending(&mut self, text: &[u8]) {
         if let Some(bytes) = &mut self.oversize {
             *bytes += text.len() + 1;
             return;
@@ -261,7 +268,7 @@ impl Framer {
             });
             return;
         }
-        self.extend_pending(tail, sink);
+        self.extend_pending(tail);
         if let Some(bytes) = self.oversize.take() {
             sink(Frame::TooLarge { line, bytes });
             return;
