@@ -13,6 +13,8 @@
 //! last stood. The fields that are the same for every alert of a rule are rendered once,
 //! when the rule is loaded.
 
+use std::borrow::Cow;
+
 use crate::error::{ErrorKind, RecordError};
 use crate::rule::Rule;
 use crate::time::{self, Nanos};
@@ -279,6 +281,9 @@ pub fn render(
     Ok(out)
 }
 
+/// An object's entry: its key (unescaped) and its value's text.
+type Entry<'t> = (Cow<'t, str>, &'t str);
+
 /// The ECS fields an alert from a raw CloudTrail record carries, as Elastic's AWS
 /// integration (its CloudTrail ingest pipeline) sets them from the same record, so the
 /// alert indexes into an ECS data stream and Kibana's views show who, from where, on what.
@@ -303,14 +308,35 @@ const CLOUDTRAIL_ECS: &[&str] = &[
 /// value as the record writes it; `event.outcome` `failure` when the record has an
 /// `errorCode` or `errorMessage`, else `success`; `source.ip` only when
 /// `sourceIPAddress` is an address (an AWS service's name is only `source.address`).
-fn cloudtrail_ecs(entries: &[(std::borrow::Cow<'_, str>, &str)]) -> Vec<(&'static str, String)> {
+fn cloudtrail_ecs<'t>(entries: &[Entry<'t>]) -> Vec<(&'static str, String)> {
+    // The objects read so far (`userIdentity` serves six fields): each parsed once.
+    let mut objects: Vec<(&'t str, Vec<Entry<'t>>)> = Vec::new();
+    let mut lookup = |path: &str| -> Option<&'t str> {
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut value = entries.iter().rev().find(|(k, _)| k == first)?.1;
+        for part in parts {
+            if !value.starts_with('{') {
+                return None;
+            }
+            let i = match objects.iter().position(|(o, _)| std::ptr::eq(*o, value)) {
+                Some(i) => i,
+                None => {
+                    objects.push((value, crate::record::entries(value).ok()?));
+                    objects.len() - 1
+                }
+            };
+            value = objects[i].1.iter().rev().find(|(k, _)| k == part)?.1;
+        }
+        (value.trim() != "null").then_some(value)
+    };
     let mut out = Vec::new();
     for &name in CLOUDTRAIL_ECS {
         let value = match name {
             "event.outcome" => {
                 let failed = ["errorCode", "errorMessage"]
                     .iter()
-                    .any(|k| lookup(entries, k).is_some());
+                    .any(|k| lookup(k).is_some());
                 Some(format!(
                     "\"{}\"",
                     if failed { "failure" } else { "success" }
@@ -318,7 +344,7 @@ fn cloudtrail_ecs(entries: &[(std::borrow::Cow<'_, str>, &str)]) -> Vec<(&'stati
             }
             _ => crate::record::cloudtrail_paths(name)
                 .iter()
-                .find_map(|p| lookup(entries, p))
+                .find_map(|p| lookup(p))
                 .filter(|v| v.starts_with('"'))
                 .filter(|v| {
                     name != "source.ip" || v[1..v.len() - 1].parse::<std::net::IpAddr>().is_ok()
@@ -330,21 +356,6 @@ fn cloudtrail_ecs(entries: &[(std::borrow::Cow<'_, str>, &str)]) -> Vec<(&'stati
         }
     }
     out
-}
-
-/// The value at a dotted path through a record's objects, unless absent or null.
-fn lookup<'t>(entries: &[(std::borrow::Cow<'_, str>, &'t str)], path: &str) -> Option<&'t str> {
-    let mut parts = path.split('.');
-    let first = parts.next()?;
-    let mut value = entries.iter().rev().find(|(k, _)| k == first)?.1;
-    for part in parts {
-        if !value.starts_with('{') {
-            return None;
-        }
-        let inner = crate::record::entries(value).ok()?;
-        value = inner.iter().rev().find(|(k, _)| k == part)?.1;
-    }
-    (value.trim() != "null").then_some(value)
 }
 
 /// `"group":{...}` for fields named `group.a.b`, their JSON texts given: nested objects.

@@ -29,10 +29,8 @@ pub(crate) struct Gate {
     always: Vec<u32>,
     /// How many rules the pack has.
     rules: u32,
-    /// Every literal, as the writer of the text writes it (see
-    /// [`crate::query::Writer`]): an escape may hide one, so a record with escapes opens
-    /// every rule.
-    literals: Vec<Vec<u8>>,
+    /// Whether an escape could hide a literal, so a record with escapes opens every rule
+    /// (see [`crate::query::Writer`]).
     escapes_hide: bool,
 }
 
@@ -113,11 +111,10 @@ impl Gate {
             }
         }
         Some(Gate {
-            search: Search::new(literals.clone())?,
+            search: Search::new(literals)?,
             rules_of,
             always,
             rules: prefilters.len() as u32,
-            literals,
             escapes_hide: true,
         })
     }
@@ -125,7 +122,11 @@ impl Gate {
     /// Assumes the text comes from `writer`: escapes need no look when it writes every
     /// literal as itself.
     pub(crate) fn assume(&mut self, writer: crate::query::Writer) {
-        self.escapes_hide = !self.literals.iter().all(|l| writer.writes_as_itself(l));
+        self.escapes_hide = !self
+            .search
+            .literals()
+            .iter()
+            .all(|l| writer.writes_as_itself(l));
     }
 
     /// Calls `open` with every rule the text lets through, possibly more than once.
@@ -148,6 +149,13 @@ impl Gate {
 }
 
 impl Search {
+    fn literals(&self) -> &[Vec<u8>] {
+        match self {
+            Search::AhoCorasick { literals, .. } => literals,
+            Search::Teddy(t) => &t.literals,
+        }
+    }
+
     fn new(literals: Vec<Vec<u8>>) -> Option<Search> {
         if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
             if let Some(t) = Teddy::new(&literals) {

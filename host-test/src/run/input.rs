@@ -74,21 +74,39 @@ pub(crate) fn inputs(args: &[String]) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// What the framer gave since the last call: values with their lines, and the lines the
-/// command itself reports (not JSON, too large to keep).
+/// What the framer gave since the last call: values packed one after another, each
+/// followed by a newline (a run of one-line values is NDJSON as it stands, sent without
+/// another copy), with where each stands and its line; and the lines the command itself
+/// reports (not JSON, too large to keep).
 #[derive(Default)]
 pub(crate) struct Framed {
-    pub(crate) inputs: Vec<Vec<u8>>,
-    pub(crate) lines: Vec<u64>,
+    pub(crate) packed: Vec<u8>,
+    /// Each value: its range in `packed`, its first line, and whether it spans lines.
+    pub(crate) values: Vec<Value>,
     pub(crate) refused: Vec<(u64, &'static str, String)>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Value {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) line: u64,
+    pub(crate) multiline: bool,
 }
 
 impl Framed {
     pub(crate) fn take(&mut self, frame: Frame<'_>, max_document: usize) {
         match frame {
             Frame::Value { line, text } => {
-                self.inputs.push(text.to_vec());
-                self.lines.push(line);
+                let start = self.packed.len();
+                self.packed.extend_from_slice(text);
+                self.values.push(Value {
+                    start,
+                    end: self.packed.len(),
+                    line,
+                    multiline: text.contains(&b'\n'),
+                });
+                self.packed.push(b'\n');
             }
             Frame::Bad { line, text, why } => {
                 const SHOWN: usize = 120;
@@ -108,6 +126,11 @@ impl Framed {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.inputs.is_empty() && self.refused.is_empty()
+        self.values.is_empty() && self.refused.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.packed.clear();
+        self.values.clear();
     }
 }

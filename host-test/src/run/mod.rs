@@ -15,14 +15,12 @@ use newterms_host::{BatchOutput, Limits, Output, Supervised};
 
 use crate::{exception_settings, runtime, usage};
 use args::RunArgs;
-use input::{inputs, Buffered, Counted, Framed};
+use input::{inputs, Buffered, Counted, Framed, Value};
 use report::{ErrorSink, Progress};
 use state::StateFile;
 
 pub(crate) struct Runner<'a> {
     pub(crate) session: Supervised,
-    /// The lines of one call, joined by newlines (reused).
-    pub(crate) packed: Vec<u8>,
     /// Longer values are refused before they reach the guest.
     pub(crate) max_document: usize,
     pub(crate) progress: Progress,
@@ -33,52 +31,44 @@ pub(crate) struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Sends inputs (each with its line number) through the component: runs of one-line
-    /// values packed as NDJSON (the cheapest way across the boundary), a value that spans
+    /// Sends what the framer gave through the component: each run of one-line values as
+    /// the NDJSON it already is (the cheapest way across the boundary), a value that spans
     /// lines on its own.
-    pub(crate) fn flush(
-        &mut self,
-        source: &str,
-        inputs: &mut Vec<Vec<u8>>,
-        lines: &mut Vec<u64>,
-    ) -> Result<()> {
+    pub(crate) fn flush(&mut self, source: &str, got: &mut Framed) -> Result<()> {
+        let values = &got.values;
         let mut start = 0;
-        while start < inputs.len() {
-            let multiline = |i: &Vec<u8>| i.contains(&b'\n');
-            let end = match multiline(&inputs[start]) {
+        while start < values.len() {
+            let end = match values[start].multiline {
                 true => start + 1,
-                false => inputs[start..]
+                false => values[start..]
                     .iter()
-                    .position(multiline)
-                    .map_or(inputs.len(), |k| start + k),
+                    .position(|v| v.multiline)
+                    .map_or(values.len(), |k| start + k),
             };
-            self.send(source, &inputs[start..end], &lines[start..end])?;
+            self.send(source, &got.packed, &values[start..end])?;
             start = end;
         }
         self.out.flush()?;
         if let Some(state) = &mut self.state {
-            state.since_save += inputs.len() as u64;
+            state.since_save += values.len() as u64;
             if state.due() {
                 state.save(&mut self.session)?;
             }
         }
-        inputs.clear();
-        lines.clear();
+        got.clear();
         Ok(())
     }
 
-    pub(crate) fn send(&mut self, source: &str, inputs: &[Vec<u8>], lines: &[u64]) -> Result<()> {
-        let call = if inputs.len() == 1 && inputs[0].contains(&b'\n') {
-            self.session.process_batch(inputs)?
-        } else {
-            self.packed.clear();
-            for (i, input) in inputs.iter().enumerate() {
-                if i > 0 {
-                    self.packed.push(b'\n');
-                }
-                self.packed.extend_from_slice(input);
-            }
-            self.session.process_lines(&self.packed, inputs.len())?
+    /// One call: `values` (of `packed`) are one value spanning lines, or a run of one-line
+    /// values, which stand in `packed` joined by newlines.
+    pub(crate) fn send(&mut self, source: &str, packed: &[u8], values: &[Value]) -> Result<()> {
+        let (Some(first), Some(last)) = (values.first(), values.last()) else {
+            return Ok(());
+        };
+        let text = &packed[first.start..last.end];
+        let call = match first.multiline {
+            true => self.session.process_batch(&[text.to_vec()])?,
+            false => self.session.process_lines(text, values.len())?,
         };
         let outputs: Vec<BatchOutput> = match call {
             Ok(outputs) => outputs,
@@ -88,9 +78,9 @@ impl Runner<'_> {
                      losing the sightings of {} records processed since",
                     failed.inputs, failed.reason, failed.lost_since_checkpoint
                 );
-                for line in lines.iter() {
+                for v in values {
                     self.errors
-                        .host(source, *line, "guest-failure", &failed.reason)?;
+                        .host(source, v.line, "guest-failure", &failed.reason)?;
                 }
                 Vec::new()
             }
@@ -103,13 +93,13 @@ impl Runner<'_> {
                     self.out.write_all(b"\n")?;
                 }
                 Output::Error(e) => {
-                    let line = lines.get(input as usize).copied().unwrap_or(0);
+                    let line = values.get(input as usize).map_or(0, |v| v.line);
                     self.errors
                         .record(source, line, e.kind.as_str(), &e.message)?;
                 }
             }
         }
-        self.progress.records += inputs.len() as u64;
+        self.progress.records += values.len() as u64;
         Ok(())
     }
 
@@ -166,7 +156,7 @@ impl Runner<'_> {
             // Send when the batch is full, or, on standard input, before a read that may
             // wait for more (so a stream is answered as it comes).
             let waiting = name == "-" && reader.buffered() == 0;
-            if got.inputs.len() >= self.batch || (waiting && !got.is_empty()) {
+            if got.values.len() >= self.batch || (waiting && !got.is_empty()) {
                 self.send_framed(source, &mut got)?;
             }
         };
@@ -185,7 +175,7 @@ impl Runner<'_> {
     }
 
     pub(crate) fn send_framed(&mut self, source: &str, got: &mut Framed) -> Result<()> {
-        self.flush(source, &mut got.inputs, &mut got.lines)?;
+        self.flush(source, got)?;
         for (line, kind, message) in got.refused.drain(..) {
             self.errors.host(source, line, kind, &message)?;
         }
@@ -259,7 +249,6 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     let stdout = io::stdout();
     let mut runner = Runner {
         session,
-        packed: Vec::new(),
         max_document: limits.max_memory / 4,
         progress,
         out: io::BufWriter::new(stdout.lock()),
