@@ -445,21 +445,21 @@ fn push_minified(out: &mut String, value: &str) {
 
 /// 128-bit FNV-1a pair: stable across platforms, builds and runs (unlike the table's
 /// seeded hasher). Not cryptographic; it only needs to spread.
-struct StableHash(u64, u64);
+pub(crate) struct StableHash(u64, u64);
 
 impl StableHash {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StableHash(0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for &b in bytes.iter().chain(&[0xff]) {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
             self.1 = (self.1 ^ u64::from(b.rotate_left(3))).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
 
-    fn finish(&self) -> (u64, u64) {
+    pub(crate) fn finish(&self) -> (u64, u64) {
         (self.0, self.1 ^ self.0.rotate_left(32))
     }
 }

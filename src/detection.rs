@@ -31,6 +31,39 @@ pub(crate) enum Outcome {
     Alerted,
 }
 
+/// What one rule decided for a record it accepted: its outcome, and whether the record was
+/// late (more than the allowed lateness behind the table's newest time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) outcome: Outcome,
+    pub(crate) late: bool,
+}
+
+impl Decision {
+    fn only(outcome: Outcome) -> Decision {
+        Decision {
+            outcome,
+            late: false,
+        }
+    }
+}
+
+/// A record offered to a rule: its text, its view and what reading it needs.
+#[derive(Clone, Copy)]
+pub(crate) struct Offered<'a, 'v> {
+    pub(crate) text: &'a [u8],
+    pub(crate) view: &'a RecordView<'v>,
+    pub(crate) layout: &'a Layout,
+    pub(crate) event_id: FieldId,
+}
+
+/// One term combination of a record, and what its alert is built from.
+struct Sighting<'a, 'v> {
+    terms: &'a [&'a str],
+    time: Nanos,
+    record: Offered<'a, 'v>,
+}
+
 /// One rule, compiled against a (possibly shared) record layout.
 #[derive(Debug)]
 pub(crate) struct Detection {
@@ -164,10 +197,10 @@ impl Detection {
         event_id: FieldId,
         output: OutputMode,
         sink: &mut dyn FnMut(crate::Output<'_>),
-    ) -> Result<(Outcome, bool), RecordError> {
+    ) -> Result<Decision, RecordError> {
         if !self.query.matches(view, layout)? {
             self.stats.unmatched += 1;
-            return Ok((Outcome::Unmatched, false));
+            return Ok(Decision::only(Outcome::Unmatched));
         }
         // An exception item that holds takes the record out of the rule altogether.
         let mut excepted = None;
@@ -180,7 +213,7 @@ impl Detection {
         if let Some(i) = excepted {
             self.stats.excepted += 1;
             self.excepted_by[i] += 1;
-            return Ok((Outcome::Excepted, false));
+            return Ok(Decision::only(Outcome::Excepted));
         }
         let mut columns: [&[Scalar<'_>]; 3] = [&[]; 3];
         let mut combinations = 1usize;
@@ -198,7 +231,7 @@ impl Detection {
         if combinations == 0 {
             self.stats.matched += 1;
             self.stats.no_term += 1;
-            return Ok((Outcome::NoTerm, false));
+            return Ok(Decision::only(Outcome::NoTerm));
         }
         if combinations > MAX_COMBINATIONS {
             return Err(RecordError::new(
@@ -207,31 +240,35 @@ impl Detection {
             ));
         }
         let ts = self.record_time(view, layout)?;
-        // A term the table could never hold is refused, not stored and not alerted on
-        // forever after. The longest combination is the sum of each field's longest value.
+        // The longest combination is the sum of each field's longest value.
         let longest: usize = columns[..fields]
             .iter()
             .map(|c| c.iter().map(|s| s.text().len()).max().unwrap_or(0))
             .sum::<usize>()
             + fields.saturating_sub(1);
-        if !self.terms.fits(longest) {
-            return Err(RecordError::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "a term of {longest} bytes cannot be held within max_table_bytes = {}",
-                    self.rule.settings.max_table_bytes
-                ),
-            ));
-        }
+        self.must_fit(longest)?;
 
-        // From here on the record is accepted: count it and update the table.
+        // In `matches` mode the record's text goes out whole: it must be UTF-8 throughout,
+        // not only where the rule reads.
+        let matches_text = match output {
+            OutputMode::Matches => Some(std::str::from_utf8(text).map_err(|e| {
+                RecordError::new(ErrorKind::InvalidJson, format!("invalid UTF-8: {e}"))
+            })?),
+            _ => None,
+        };
+
+        // From here on the record is accepted: count it and update the table (or, in
+        // `matches` mode, which keeps no table, send each term on).
         self.stats.matched += 1;
-        let late = self.terms.is_late(ts);
+        let late = matches_text.is_none() && self.terms.is_late(ts);
         if late {
             self.stats.late += 1;
         }
         let mut odometer = [0usize; 3];
         let mut alerted = false;
+        // In `matches` mode, the keys sent for this record (a value repeated in an array
+        // gives the same term twice; it is sent once).
+        let mut sent: Vec<Vec<u8>> = Vec::new();
         loop {
             let mut values: [Cow<'_, str>; 3] =
                 [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
@@ -243,52 +280,39 @@ impl Detection {
                 }
             }
             if complete {
-                self.key.clear();
-                for (i, v) in values[..fields].iter().enumerate() {
-                    if i > 0 {
-                        self.key.push(TUPLE_SEPARATOR);
+                let terms: [&str; 3] = [&values[0], &values[1], &values[2]];
+                let terms = &terms[..fields];
+                if let Some(record) = matches_text {
+                    self.set_key(terms);
+                    if !sent.contains(&self.key) {
+                        sent.push(self.key.clone());
+                        self.stats.alerts += 1;
+                        alerted = true;
+                        let doc = crate::matches::render(&self.rule.rule_id, terms, record);
+                        sink(crate::Output::Emit(Cow::Owned(doc)));
                     }
-                    self.key.extend_from_slice(v.as_bytes());
-                }
-                if self.terms.observe(&self.key, ts).new {
-                    self.stats.alerts += 1;
+                } else {
                     let render =
                         output == OutputMode::Alert || (output == OutputMode::Annotate && !alerted);
-                    if render {
-                        let terms: [&str; 3] = [&values[0], &values[1], &values[2]];
-                        let event_id = first_text(view, layout, event_id);
-                        let facts = AlertFacts {
-                            rule: &self.rule,
-                            terms: &terms[..fields],
-                            time: ts,
-                            event_id: event_id.as_deref(),
-                            cloudtrail: view.is_cloudtrail(),
-                        };
-                        // The table already holds the term: a record the alert cannot be
-                        // built from (not UTF-8 after an unread field) is reported, and the
-                        // sighting stands.
-                        match alert::render(text, &facts, &self.template) {
-                            Ok(doc) => sink(crate::Output::Emit(Cow::Owned(doc))),
-                            Err(e) => {
-                                self.stats.count_error(e.kind());
-                                sink(crate::Output::Error(e));
-                            }
-                        }
-                    }
-                    alerted = true;
+                    let record = Offered {
+                        text,
+                        view,
+                        layout,
+                        event_id,
+                    };
+                    let sighting = Sighting {
+                        terms,
+                        time: ts,
+                        record,
+                    };
+                    alerted |= self.sight(&sighting, render, sink);
                 }
             }
             // Advance the odometer over the value columns.
             let mut i = 0;
             loop {
                 if i == fields {
-                    return Ok(if alerted {
-                        self.stats.alerted += 1;
-                        (Outcome::Alerted, late)
-                    } else {
-                        self.stats.suppressed += 1;
-                        (Outcome::Suppressed, late)
-                    });
+                    return Ok(self.conclude(alerted, late));
                 }
                 odometer[i] += 1;
                 if odometer[i] < columns[i].len() {
@@ -298,6 +322,120 @@ impl Detection {
                 i += 1;
             }
         }
+    }
+
+    /// Decides one match document's (rule, term), read back by a detector with `input =
+    /// "matches"`: the edge has run the query and exceptions; the time, the table and the
+    /// alert are as [`Detection::decide`]'s, so the alert is the one a single detector
+    /// over the original records would have written.
+    pub(crate) fn decide_match(
+        &mut self,
+        terms: &[&str],
+        record: &Offered<'_, '_>,
+        output: OutputMode,
+        sink: &mut dyn FnMut(crate::Output<'_>),
+    ) -> Result<Decision, RecordError> {
+        let Offered { view, layout, .. } = *record;
+        if terms.len() != self.term_fields.len() {
+            return Err(RecordError::new(
+                ErrorKind::WrongType,
+                format!(
+                    "{} term values for rule {}, which has {} new-terms fields",
+                    terms.len(),
+                    self.rule.rule_id,
+                    self.term_fields.len()
+                ),
+            ));
+        }
+        let ts = self.record_time(view, layout)?;
+        self.must_fit(terms.iter().map(|t| t.len()).sum::<usize>() + terms.len() - 1)?;
+        self.stats.matched += 1;
+        let late = self.terms.is_late(ts);
+        if late {
+            self.stats.late += 1;
+        }
+        let sighting = Sighting {
+            terms,
+            time: ts,
+            record: *record,
+        };
+        let render = matches!(output, OutputMode::Alert | OutputMode::Annotate);
+        let alerted = self.sight(&sighting, render, sink);
+        Ok(self.conclude(alerted, late))
+    }
+
+    /// Refuses a term the table could never hold (it would be stored nowhere and alerted
+    /// on forever after).
+    fn must_fit(&self, key_len: usize) -> Result<(), RecordError> {
+        if self.terms.fits(key_len) {
+            return Ok(());
+        }
+        Err(RecordError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "a term of {key_len} bytes cannot be held within max_table_bytes = {}",
+                self.rule.settings.max_table_bytes
+            ),
+        ))
+    }
+
+    /// Counts a decided record.
+    fn conclude(&mut self, alerted: bool, late: bool) -> Decision {
+        let outcome = if alerted {
+            self.stats.alerted += 1;
+            Outcome::Alerted
+        } else {
+            self.stats.suppressed += 1;
+            Outcome::Suppressed
+        };
+        Decision { outcome, late }
+    }
+
+    /// The table key of a term combination, into `self.key`.
+    fn set_key(&mut self, terms: &[&str]) {
+        self.key.clear();
+        for (i, v) in terms.iter().enumerate() {
+            if i > 0 {
+                self.key.push(TUPLE_SEPARATOR);
+            }
+            self.key.extend_from_slice(v.as_bytes());
+        }
+    }
+
+    /// Records one term combination in the table; whether it was new. A new one is counted
+    /// and, when `render`, its alert goes to `sink`.
+    fn sight(
+        &mut self,
+        s: &Sighting<'_, '_>,
+        render: bool,
+        sink: &mut dyn FnMut(crate::Output<'_>),
+    ) -> bool {
+        self.set_key(s.terms);
+        if !self.terms.observe(&self.key, s.time).new {
+            return false;
+        }
+        self.stats.alerts += 1;
+        if render {
+            let r = &s.record;
+            let event_id = first_text(r.view, r.layout, r.event_id);
+            let facts = AlertFacts {
+                rule: &self.rule,
+                terms: s.terms,
+                time: s.time,
+                event_id: event_id.as_deref(),
+                cloudtrail: r.view.is_cloudtrail(),
+            };
+            // The table already holds the term: a record the alert cannot be built from
+            // (not UTF-8 after an unread field) is reported, and the sighting stands.
+            match alert::render(r.text, &facts, &self.template) {
+                Ok(doc) => sink(crate::Output::Emit(Cow::Owned(doc))),
+                Err(e) => {
+                    self.stats.count_error(e.kind());
+                    sink(crate::Output::Error(e));
+                }
+            }
+        }
+        true
     }
 
     /// The record's time: the rule's `timestamp_override` field when present, else

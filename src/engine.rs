@@ -15,7 +15,7 @@ use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
 use crate::gate::Gate;
 use crate::record::{FieldId, Layout, LayoutBuilder, RecordView};
-use crate::rule::{OutputMode, Rule, RuleError};
+use crate::rule::{InputMode, OutputMode, Rule, RuleError};
 use crate::snapshot::{self, SnapshotError};
 use crate::stats::Stats;
 use crate::terms::TermTable;
@@ -34,14 +34,15 @@ pub enum Output<'a> {
 /// The detector: its rules, the record layout they share, and the counters.
 #[derive(Debug)]
 pub struct Detector {
-    layout: Layout,
-    rules: Vec<Detection>,
+    pub(crate) layout: Layout,
+    pub(crate) rules: Vec<Detection>,
     gate: Option<Gate>,
-    event_id: FieldId,
-    output: OutputMode,
+    pub(crate) event_id: FieldId,
+    pub(crate) output: OutputMode,
+    input: InputMode,
     max_record_bytes: usize,
     /// For the whole detector (a pack's records, each counted once).
-    stats: Stats,
+    pub(crate) stats: Stats,
     /// Errors found before any rule was chosen, which count for every rule.
     frame_errors: [u64; ErrorKind::ALL.len()],
     /// The rules the current record is offered to (reused between records).
@@ -123,6 +124,13 @@ impl Detector {
             return Err(RuleError::key("rule", "the pack has no rules"));
         };
         let output = first.settings.output;
+        let input = first.settings.input;
+        if input == InputMode::Matches && output == OutputMode::Matches {
+            return Err(RuleError::key(
+                "newterms.output",
+                "a detector reading matches (input = \"matches\") cannot write them",
+            ));
+        }
         let max_record_bytes = first.settings.max_record_bytes;
         let mut b = LayoutBuilder::new();
         let mut detections = Vec::with_capacity(rules.len());
@@ -156,6 +164,7 @@ impl Detector {
             gate,
             event_id,
             output,
+            input,
             max_record_bytes,
             stats: Stats::default(),
             frame_errors: [0; ErrorKind::ALL.len()],
@@ -300,6 +309,12 @@ impl Detector {
         &self.rules[0].terms
     }
 
+    /// The newest record time any rule's table has taken (nanoseconds since the epoch):
+    /// the record clock a host's state policy counts by.
+    pub fn watermark(&self) -> Option<crate::time::Nanos> {
+        self.rules.iter().filter_map(|d| d.terms.watermark()).max()
+    }
+
     /// How many records each exception item excepted: `(item id, count)`; in a pack,
     /// `rule_id/item_id`.
     pub fn exception_counts(&self) -> Vec<(String, u64)> {
@@ -365,7 +380,9 @@ impl Detector {
     /// Processes one input: a record, a CloudTrail delivery object (`{"Records": [...]}`),
     /// a JSON array of records, or an EventBridge envelope. Every output goes to `sink`.
     pub fn process(&mut self, input: &[u8], sink: &mut dyn FnMut(Output<'_>)) {
-        if first_byte(input) == Some(b'[') {
+        if self.input == InputMode::Matches {
+            self.process_match(input, sink);
+        } else if first_byte(input) == Some(b'[') {
             self.process_array(input, sink);
         } else {
             self.process_record(input, true, None, sink);
@@ -380,8 +397,8 @@ impl Detector {
     /// across the whole buffer once, and a line it rejects is counted without a call of
     /// its own (the answer is the same as line by line).
     pub fn process_lines(&mut self, lines: &[u8], sink: &mut dyn FnMut(usize, Output<'_>)) {
-        let prefilter = match self.output {
-            OutputMode::Annotate => None,
+        let prefilter = match (self.output, self.input) {
+            (OutputMode::Annotate, _) | (_, InputMode::Matches) => None,
             _ => self.line_prefilter.take(),
         };
         let mut scan = prefilter.as_ref().map(crate::query::BufferScan::new);
@@ -442,7 +459,12 @@ impl Detector {
     }
 
     /// A record in error before any rule was chosen: it counts for every rule.
-    fn fail(&mut self, err: RecordError, place: Option<&str>, sink: &mut dyn FnMut(Output<'_>)) {
+    pub(crate) fn fail(
+        &mut self,
+        err: RecordError,
+        place: Option<&str>,
+        sink: &mut dyn FnMut(Output<'_>),
+    ) {
         self.stats.records += 1;
         self.stats.count_error(err.kind());
         self.frame_errors[err.kind().index()] += 1;
@@ -607,9 +629,9 @@ impl Detector {
             let d = &mut self.rules[r as usize];
             d.offered += 1;
             match d.decide(text, view, &self.layout, self.event_id, self.output, sink) {
-                Ok((outcome, was_late)) => {
-                    best = best.max(Some(outcome));
-                    late |= was_late;
+                Ok(decision) => {
+                    best = best.max(Some(decision.outcome));
+                    late |= decision.late;
                 }
                 Err(e) => {
                     d.stats.count_error(e.kind());
@@ -649,7 +671,7 @@ impl Detector {
         let pass = match self.output {
             OutputMode::Passthrough => alerted,
             OutputMode::Annotate => !alerted && error.is_none(),
-            OutputMode::Alert => false,
+            OutputMode::Alert | OutputMode::Matches => false,
         };
         if pass {
             Detector::pass(text, None, sink);

@@ -26,6 +26,7 @@ pub mod exceptions;
 mod gate;
 pub mod host;
 mod json;
+pub mod matches;
 pub mod query;
 mod record;
 mod rule;

@@ -100,6 +100,9 @@ pub enum OutputMode {
     Passthrough,
     /// Every record; those that carry a new term with the alert fields added.
     Annotate,
+    /// No table: one match document per (rule, term) of each matching record, keyed by
+    /// `newterms_key`, for a `newterms consume` group to decide (see [`crate::matches`]).
+    Matches,
 }
 
 impl OutputMode {
@@ -108,6 +111,7 @@ impl OutputMode {
             "alert" => Some(OutputMode::Alert),
             "passthrough" => Some(OutputMode::Passthrough),
             "annotate" => Some(OutputMode::Annotate),
+            "matches" => Some(OutputMode::Matches),
             _ => None,
         }
     }
@@ -117,6 +121,27 @@ impl OutputMode {
             OutputMode::Alert => "alert",
             OutputMode::Passthrough => "passthrough",
             OutputMode::Annotate => "annotate",
+            OutputMode::Matches => "matches",
+        }
+    }
+}
+
+/// What the detector is fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputMode {
+    /// Log records (the default).
+    Records,
+    /// Match documents written by an edge in `matches` output mode: the table is kept
+    /// here, for the (rule, term) each names (see [`crate::matches`]).
+    Matches,
+}
+
+impl InputMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "records" => Some(InputMode::Records),
+            "matches" => Some(InputMode::Matches),
+            _ => None,
         }
     }
 }
@@ -143,8 +168,10 @@ impl ErrorPolicy {
 /// Our settings: the `[newterms]` table of the rule file, then any overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// `output`: `alert` (default), `passthrough` or `annotate`.
+    /// `output`: `alert` (default), `passthrough`, `annotate` or `matches`.
     pub output: OutputMode,
+    /// `input`: `records` (default) or `matches` (match documents from an edge).
+    pub input: InputMode,
     /// `max_terms`: the most terms the table holds (default 100,000, about 15 MiB with
     /// ARN-sized terms); when full, the term seen longest ago is evicted.
     pub max_terms: usize,
@@ -183,6 +210,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             output: OutputMode::Alert,
+            input: InputMode::Records,
             max_terms: 100_000,
             max_table_bytes: 64 << 20,
             allowed_lateness: time::NANOS_PER_HOUR,
@@ -199,6 +227,7 @@ impl Default for Settings {
 
 const SETTING_KEYS: &[&str] = &[
     "output",
+    "input",
     "max_terms",
     "max_table_bytes",
     "allowed_lateness",
@@ -238,8 +267,16 @@ impl Settings {
                     self.output = OutputMode::parse(s).ok_or_else(|| {
                         RuleError::key(
                             &key,
-                            format!("`{s}` is not one of alert, passthrough, annotate"),
+                            format!("`{s}` is not one of alert, passthrough, annotate, matches"),
                         )
+                    })?;
+                }
+                "input" => {
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
+                    self.input = InputMode::parse(s).ok_or_else(|| {
+                        RuleError::key(&key, format!("`{s}` is not one of records, matches"))
                     })?;
                 }
                 "on_error" => {

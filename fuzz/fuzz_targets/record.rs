@@ -1,6 +1,6 @@
-//! The record path: any bytes, in every output mode. Properties: no panic; the counters
-//! add up; an error leaves the table as it was; the detector still works afterwards; the
-//! table survives a snapshot round trip.
+//! The record path: any bytes, in every output mode (the edge's `matches` included).
+//! Properties: no panic; the counters add up; an error leaves the table as it was; the
+//! detector still works afterwards; the table survives a snapshot round trip.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,7 +9,7 @@ use newterms::{Detector, Output};
 const PROBE: &[u8] = br#"{"eventTime":"2100-01-01T00:00:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/fuzz-probe"}}"#;
 
 fuzz_target!(|data: &[u8]| {
-    for output in ["alert", "passthrough", "annotate"] {
+    for output in ["alert", "passthrough", "annotate", "matches"] {
         let mut d =
             Detector::from_config("", &format!("output = \"{output}\"\nmax_terms = 8")).unwrap();
         let before = d.snapshot();
@@ -46,5 +46,15 @@ fuzz_target!(|data: &[u8]| {
         let mut alerted = false;
         d.process(PROBE, &mut |o| alerted |= matches!(o, Output::Emit(_)));
         assert!(alerted, "the detector must still work after any input");
+    }
+    // The consumer's side: any bytes as a match document.
+    let mut c = Detector::from_config("", "input = \"matches\"").unwrap();
+    let before = c.snapshot();
+    c.process(data, &mut |_| {});
+    let s = c.stats();
+    assert_eq!(s.records, 1);
+    assert_eq!(s.suppressed + s.alerted + s.error_total(), 1, "{s:?}");
+    if s.error_total() == 1 {
+        assert_eq!(c.snapshot(), before, "an error must not change the table");
     }
 });

@@ -207,6 +207,32 @@ impl<'t> Generator<'t> {
     }
 }
 
+/// `n` `sts:GetCallerIdentity` records (NDJSON) in time order over `days` days (a jitter of
+/// up to two minutes, inside the allowed lateness) by `identities` IAM users: half the
+/// records from 100 busy ones, half from all, so quiet identities come back after more than
+/// the ten-day window and are new again. The stream of the scale-out's tests and benchmark.
+pub fn sts_calls(n: usize, identities: u64, days: i64) -> String {
+    let mut rng = Rng::new(0x2545_f491);
+    let span = days * 86_400;
+    let mut out = String::with_capacity(n * 700);
+    for i in 0..n {
+        let r = rng.next_u64();
+        let who = if r % 2 == 0 {
+            rng.below(100)
+        } else {
+            rng.below(identities)
+        };
+        let t = START + span * i as i64 / n as i64 + rng.below(120) as i64;
+        out.push_str(&format!(
+            r#"{{"eventVersion":"1.08","userIdentity":{{"type":"IAMUser","principalId":"AIDA{who}","arn":"arn:aws:iam::123456789012:user/u{who}","accountId":"123456789012","userName":"u{who}"}},"eventTime":"{}","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.{}","userAgent":"aws-cli/2","requestParameters":null,"responseElements":null,"requestID":"r{i}","eventID":"e{i:08}-{r:016x}","readOnly":true,"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"123456789012","eventCategory":"Management"}}"#,
+            rfc3339(t),
+            r % 250
+        ));
+        out.push('\n');
+    }
+    out
+}
+
 /// Seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: i64) -> String {
     let t = newterms::time::format_timestamp(secs * newterms::time::NANOS_PER_SEC);

@@ -421,6 +421,17 @@ impl Session {
             .map_err(anyhow::Error::from)
     }
 
+    /// The record clock: the newest record time taken, in seconds since the epoch.
+    pub fn record_clock(&mut self) -> Result<Option<i64>> {
+        self.arm();
+        let ns = self
+            .api
+            .newterms_detector_detect()
+            .detector()
+            .call_watermark(&mut self.store, self.detector)?;
+        Ok(ns.map(|ns| ns.div_euclid(1_000_000_000)))
+    }
+
     pub fn process(&mut self, input: &[u8]) -> Result<Vec<Output>> {
         self.arm();
         self.api
@@ -595,6 +606,11 @@ impl Supervised {
     /// The current table, as a snapshot.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
         self.session.snapshot()
+    }
+
+    /// The record clock (seconds), as [`Session::record_clock`].
+    pub fn record_clock(&mut self) -> Result<Option<i64>> {
+        self.session.record_clock()
     }
 
     /// The current instance's statistics (they restart with each restarted instance).

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use newterms_host::{Limits, Runtime, Session};
 
+mod consume;
 mod run;
 
 const USAGE: &str = "\
@@ -15,6 +16,8 @@ per AWS identity in 10 days)
 
 Usage:
   newterms run [OPTIONS] [FILE...]   detect over files (or stdin), write outputs to stdout
+  newterms consume [OPTIONS]         a Kafka consumer-group member deciding the match documents
+                                     of edges in `matches` mode (`newterms consume --help`)
   newterms check-rule PATH...        validate rule files (and directories of them)
   newterms component --out FILE      write the WebAssembly component this command runs
   newterms fluentbit-module --out FILE
@@ -70,6 +73,7 @@ fn run_main() -> Result<ExitCode> {
     let rest = &args[1..];
     match cmd.as_str() {
         "run" => run::run(run::args::parse_run(rest)?),
+        "consume" => consume::consume(rest),
         "check-rule" => check_rule(rest),
         "component" => write_artifact(rest, "component", newterms_host::COMPONENT),
         "fluentbit-module" => {

@@ -146,6 +146,10 @@ impl wit::GuestDetector for DetectorResource {
         self.inner.borrow().snapshot()
     }
 
+    fn watermark(&self) -> Option<i64> {
+        self.inner.borrow().watermark()
+    }
+
     fn process(&self, input: Vec<u8>) -> Vec<wit::Output> {
         let mut out = Vec::new();
         self.inner

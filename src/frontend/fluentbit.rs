@@ -7,7 +7,8 @@
 //! instance; the instance lives as long as the filter (Fluent Bit 4.2.0 and later).
 //!
 //! The functions differ only in the output mode they force: `newterms_filter` uses the
-//! rule file's, `newterms_alert`, `newterms_passthrough` and `newterms_annotate` force one.
+//! rule file's, `newterms_alert`, `newterms_passthrough`, `newterms_annotate` and
+//! `newterms_matches` force one.
 //!
 //! **A call that never returns.** When a call traps (WAMR's "wasm operand stack overflow",
 //! say), Fluent Bit drops that record, clears the trap and goes on calling the same
@@ -146,6 +147,10 @@ filter_functions! {
     newterms_passthrough => Some(OutputMode::Passthrough);
     /// The filter in `annotate` mode.
     newterms_annotate => Some(OutputMode::Annotate);
+    /// The filter in `matches` mode: no table, one match document for a `newterms
+    /// consume` group (Fluent Bit takes one record back per record: a record with several
+    /// (rule, term) sends its first, and counts the others in `extra_outputs`).
+    newterms_matches => Some(OutputMode::Matches);
 }
 
 /// The counters as a NUL-terminated JSON object (valid until the next call).

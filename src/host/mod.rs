@@ -14,7 +14,7 @@ mod state;
 
 pub use filter::{Filter, Places, Recoveries, FLUENT_BIT, MAX_RECOVERIES, STACK_NEED};
 pub use intake::{reading_order, Damage, Frame, Framer};
-pub use state::{Restored, StateFile, StatePolicy};
+pub use state::{Cadence, Restored, StateFile, StatePolicy};
 
 /// The file operations a host provides.
 pub trait Files {

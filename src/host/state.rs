@@ -23,13 +23,62 @@ impl Default for StatePolicy {
     }
 }
 
+/// When the last save was, and whether the next is due under a [`StatePolicy`]: what a
+/// state file and a `newterms consume` partition both count.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    pub policy: StatePolicy,
+    since: u64,
+    saved_at: Option<i64>,
+}
+
+impl Cadence {
+    pub fn new(policy: StatePolicy) -> Cadence {
+        Cadence {
+            policy,
+            since: 0,
+            saved_at: None,
+        }
+    }
+
+    /// Counts `records` more records, the newest at record time `now` (seconds); whether
+    /// a save is due.
+    pub fn tick(&mut self, records: u64, now: Option<i64>) -> bool {
+        self.since += records;
+        let saved_at = match (self.saved_at, now) {
+            (Some(at), _) => Some(at),
+            (None, Some(now)) => {
+                self.saved_at = Some(now);
+                Some(now)
+            }
+            (None, None) => None,
+        };
+        let by_time = match (saved_at, now) {
+            (Some(at), Some(now)) => now.saturating_sub(at) >= self.policy.every_seconds as i64,
+            _ => false,
+        };
+        self.since >= self.policy.every_records || by_time
+    }
+
+    /// A save was made at record time `now`: counting starts again.
+    pub fn saved(&mut self, now: Option<i64>) {
+        self.since = 0;
+        if now.is_some() {
+            self.saved_at = now;
+        }
+    }
+
+    /// Records counted since the last save.
+    pub fn since_save(&self) -> u64 {
+        self.since
+    }
+}
+
 /// A state file and when it was last written.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     pub path: String,
-    pub policy: StatePolicy,
-    since: u64,
-    saved_at: Option<i64>,
+    pub cadence: Cadence,
 }
 
 /// What a host found in its state file at start.
@@ -65,29 +114,14 @@ impl StateFile {
     pub fn new(path: impl Into<String>, policy: StatePolicy) -> StateFile {
         StateFile {
             path: path.into(),
-            policy,
-            since: 0,
-            saved_at: None,
+            cadence: Cadence::new(policy),
         }
     }
 
     /// Counts `records` more records, the newest at record time `now` (seconds); whether
     /// a save is due.
     pub fn tick(&mut self, records: u64, now: Option<i64>) -> bool {
-        self.since += records;
-        let saved_at = match (self.saved_at, now) {
-            (Some(at), _) => Some(at),
-            (None, Some(now)) => {
-                self.saved_at = Some(now);
-                Some(now)
-            }
-            (None, None) => None,
-        };
-        let by_time = match (saved_at, now) {
-            (Some(at), Some(now)) => now.saturating_sub(at) >= self.policy.every_seconds as i64,
-            _ => false,
-        };
-        self.since >= self.policy.every_records || by_time
+        self.cadence.tick(records, now)
     }
 
     /// Writes the table atomically, and starts counting again from `now`.
@@ -100,10 +134,7 @@ impl StateFile {
         files
             .write_atomic(&self.path, bytes)
             .map_err(|e| io_error(&self.path, e))?;
-        self.since = 0;
-        if now.is_some() {
-            self.saved_at = now;
-        }
+        self.cadence.saved(now);
         Ok(())
     }
 

@@ -23,7 +23,7 @@ Options:
                               them (*.toml); repeatable. More than one rule runs as a pack:
                               each record parsed once, each rule its own table and
                               counters. Default: the built-in rule
-  --output MODE               alert (default) | passthrough | annotate
+  --output MODE               alert (default) | passthrough | annotate | matches
   --max-terms N               most terms held (default 100000)
   --allowed-lateness DUR      e.g. 1h (default), 30m
   --max-record-bytes N        larger records are errors (default 1048576)
@@ -35,8 +35,8 @@ Options:
   --batch N                   records per call into the component (default 256)
   --state FILE                keep the term table in FILE: read at start when present,
                               written atomically at the end and every --state-every records
-  --state-every N             records between state writes (default 100000)
-  --state-every-seconds N     and seconds between them (default 60)
+  --state-every N             records between state writes (default 10000)
+  --state-every-seconds N     and seconds of record time between them (default 60)
   --state-reset               start with an empty table even if FILE does not restore
   --max-guest-memory BYTES    the most memory the guest may use (default: from the rule's
                               max_table_bytes, at least 256 MiB)
@@ -76,8 +76,8 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
         batch: 256,
         files: Vec::new(),
         state: None,
-        state_every: 100_000,
-        state_every_seconds: 60,
+        state_every: newterms::host::StatePolicy::default().every_records,
+        state_every_seconds: newterms::host::StatePolicy::default().every_seconds,
         state_reset: false,
         quiet: false,
         exceptions: Vec::new(),

@@ -50,10 +50,7 @@ impl Runner<'_> {
         }
         self.out.flush()?;
         if let Some(state) = &mut self.state {
-            state.since_save += values.len() as u64;
-            if state.due() {
-                state.save(&mut self.session)?;
-            }
+            state.tick(&mut self.session, values.len() as u64)?;
         }
         got.clear();
         Ok(())
@@ -256,10 +253,10 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         batch: args.batch,
         state: args.state.as_ref().map(|p| StateFile {
             path: p.clone(),
-            every: args.state_every,
-            every_seconds: args.state_every_seconds,
-            since_save: 0,
-            saved_at: std::time::Instant::now(),
+            cadence: newterms::host::Cadence::new(newterms::host::StatePolicy {
+                every_records: args.state_every,
+                every_seconds: args.state_every_seconds,
+            }),
         }),
     };
     for f in &files {

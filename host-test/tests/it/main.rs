@@ -8,6 +8,7 @@ mod data;
 mod elastic;
 mod fluentbit;
 mod hostile;
+mod kafka;
 mod limits;
 mod pack;
 mod real_fluentbit;

@@ -169,6 +169,7 @@ fn every_mode_with_default_settings_answers_as_the_command() {
         ("newterms_alert", ""),
         ("newterms_passthrough", "output = \"passthrough\""),
         ("newterms_annotate", "output = \"annotate\""),
+        ("newterms_matches", "output = \"matches\""),
     ] {
         let got = run(&fb, &module, function, &path, &dir.0, "");
         assert_eq!(
