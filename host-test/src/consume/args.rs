@@ -33,7 +33,8 @@ Options:
   --state-every N             records between a partition's saves (default 10000)
   --state-every-seconds N     and seconds of record time between them (default 60)
   --batch N                   most records per call into the component (default 512)
-  --exit-when-idle SECS       leave the group and exit after SECS without a record
+  --exit-when-idle SECS       leave the group and exit after SECS without a record (counted
+                              from the first assignment)
   --stats FILE                write per-partition statistics (JSON) here on exit
   --kafka KEY=VALUE           a librdkafka setting, repeatable (session.timeout.ms=10000)
   --quiet, -q                 no progress line

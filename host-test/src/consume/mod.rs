@@ -89,6 +89,7 @@ pub(crate) fn consume(args: &[String]) -> Result<ExitCode> {
         fatal: None,
         totals: Totals::default(),
         rebalances: 0,
+        assigned_ever: false,
     }));
     let consumer: BaseConsumer<Ctx> = config
         .clone()
@@ -158,7 +159,10 @@ fn run(consumer: &BaseConsumer<Ctx>, member: &Mutex<Member>, args: &ConsumeArgs)
         let mut m = lock(member);
         m.out.poll();
         if batch.is_empty() {
-            if args
+            // Idle counts from the first assignment: joining a group takes seconds.
+            if !m.assigned_ever {
+                last_record = Instant::now();
+            } else if args
                 .exit_when_idle
                 .is_some_and(|idle| last_record.elapsed() >= idle)
             {
@@ -296,6 +300,8 @@ struct Member {
     totals: Totals,
     /// Rebalance callbacks so far (a batch polled across one is dropped).
     rebalances: u64,
+    /// Whether a partition was ever assigned here.
+    assigned_ever: bool,
 }
 
 impl Member {
@@ -365,6 +371,7 @@ impl Member {
             took.as_millis()
         );
         let start = next_offset.map_or(Offset::Beginning, Offset::Offset);
+        self.assigned_ever = true;
         self.partitions.insert(
             p,
             Partition {
