@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::exceptions::Condition;
+use super::Condition;
 
 /// A filter that cannot be run: the path to it (`rule.filters[0].query.bool.must[1]`) and
 /// why.

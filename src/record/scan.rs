@@ -24,6 +24,8 @@ use std::fmt;
 
 use super::{Captured, Layout, RecordView, Scalar};
 
+mod lexeme;
+
 // What the scanner captures besides the slots: with a layout that `collects_all`, every
 // scalar of the record (free text reads them), and for each raw path, its values' text.
 
@@ -196,26 +198,6 @@ impl BitStack {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any byte of `w` is `"`, `\` or a control character.
-fn has_special(w: u64) -> bool {
-    let quote = w ^ (LO * u64::from(b'"'));
-    let backslash = w ^ (LO * u64::from(b'\\'));
-    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    (zero(quote) | zero(backslash) | (w.wrapping_sub(LO * 0x20) & !w & HI)) != 0
-}
-
-fn hex(b: u8) -> Option<u16> {
-    match b {
-        b'0'..=b'9' => Some(u16::from(b - b'0')),
-        b'a'..=b'f' => Some(u16::from(b - b'a' + 10)),
-        b'A'..=b'F' => Some(u16::from(b - b'A' + 10)),
-        _ => None,
-    }
-}
-
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -223,6 +205,16 @@ struct Scanner<'a> {
 }
 
 type Result<T> = std::result::Result<T, ScanError>;
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Scanner<'a> {
+        Scanner {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+        }
+    }
+}
 
 impl<'a> Scanner<'a> {
     fn error(&self, code: Code) -> ScanError {
@@ -243,259 +235,6 @@ impl<'a> Scanner<'a> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
         }
-    }
-
-    /// Moves to the first `"`, `\` or control character at or after `pos`.
-    fn skip_plain(&mut self) {
-        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            if has_special(u64::from_le_bytes(w)) {
-                break;
-            }
-            self.pos += 8;
-        }
-        while let Some(b) = self.peek() {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                return;
-            }
-            self.pos += 1;
-        }
-    }
-
-    fn four_hex(&mut self) -> Result<u16> {
-        let Some(digits) = self.bytes.get(self.pos..self.pos + 4) else {
-            self.pos = self.bytes.len();
-            return Err(self.error(Code::EofString));
-        };
-        let mut n = 0;
-        for &d in digits {
-            match hex(d) {
-                Some(v) => n = n * 16 + v,
-                None => {
-                    self.pos += 4;
-                    return Err(self.error(Code::InvalidEscape));
-                }
-            }
-        }
-        self.pos += 4;
-        Ok(n)
-    }
-
-    /// Skips a string whose opening quote is at `pos`: escapes need only be well formed.
-    fn skip_string(&mut self) -> Result<()> {
-        self.pos += 1;
-        loop {
-            self.skip_plain();
-            match self.peek() {
-                None => return Err(self.error(Code::EofString)),
-                Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    let Some(e) = self.peek() else {
-                        return Err(self.error(Code::EofString));
-                    };
-                    self.pos += 1;
-                    match e {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => {
-                            self.four_hex()?;
-                        }
-                        _ => return Err(self.error(Code::InvalidEscape)),
-                    }
-                }
-                Some(_) => {
-                    self.pos += 1;
-                    return Err(self.error(Code::ControlCharacter));
-                }
-            }
-        }
-    }
-
-    /// Reads a string whose opening quote is at `pos`, borrowed when it has no escape;
-    /// `\u` escapes must pair their surrogates.
-    fn string(&mut self) -> Result<Cow<'a, str>> {
-        self.string_with(true)
-    }
-
-    /// [`Scanner::string`]; when not `strict`, a surrogate escape that is not half of a
-    /// pair reads as U+FFFD instead of being an error.
-    fn string_with(&mut self, strict: bool) -> Result<Cow<'a, str>> {
-        self.pos += 1;
-        let start = self.pos;
-        self.skip_plain();
-        match self.peek() {
-            Some(b'"') => {
-                let s = &self.text[start..self.pos];
-                self.pos += 1;
-                return Ok(Cow::Borrowed(s));
-            }
-            None => return Err(self.error(Code::EofString)),
-            _ => {}
-        }
-        let mut out = String::with_capacity(self.pos - start + 16);
-        let mut run = start;
-        loop {
-            self.skip_plain();
-            out.push_str(&self.text[run..self.pos]);
-            match self.peek() {
-                None => return Err(self.error(Code::EofString)),
-                Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(Cow::Owned(out));
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    let at = self.pos;
-                    match self.escape(&mut out) {
-                        Ok(()) => {}
-                        Err(e) if strict || !e.is_surrogate() => return Err(e),
-                        Err(_) => {
-                            // Its four hex digits, read again without pairing.
-                            self.pos = at + 1;
-                            self.four_hex()?;
-                            out.push('\u{fffd}');
-                        }
-                    }
-                    run = self.pos;
-                }
-                Some(_) => {
-                    self.pos += 1;
-                    return Err(self.error(Code::ControlCharacter));
-                }
-            }
-        }
-    }
-
-    /// One escape after its backslash, decoded into `out`.
-    fn escape(&mut self, out: &mut String) -> Result<()> {
-        let Some(e) = self.peek() else {
-            return Err(self.error(Code::EofString));
-        };
-        self.pos += 1;
-        let c = match e {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let n = self.four_hex()?;
-                if (0xDC00..=0xDFFF).contains(&n) {
-                    return Err(self.error(Code::LoneLeadingSurrogate));
-                }
-                if !(0xD800..=0xDBFF).contains(&n) {
-                    // Outside the surrogates every code unit is a character.
-                    char::from_u32(u32::from(n)).unwrap_or('\u{fffd}')
-                } else {
-                    // A leading surrogate: `\u` and a trailing one must follow.
-                    self.expect_byte(b'\\')?;
-                    self.expect_byte(b'u')?;
-                    let n2 = self.four_hex()?;
-                    if !(0xDC00..=0xDFFF).contains(&n2) {
-                        return Err(self.error(Code::LoneLeadingSurrogate));
-                    }
-                    let c = ((u32::from(n - 0xD800) << 10) | u32::from(n2 - 0xDC00)) + 0x1_0000;
-                    char::from_u32(c).unwrap_or('\u{fffd}')
-                }
-            }
-            _ => return Err(self.error(Code::InvalidEscape)),
-        };
-        out.push(c);
-        Ok(())
-    }
-
-    /// Moves past `b`, which must come next in a string's second half of a surrogate pair.
-    fn expect_byte(&mut self, b: u8) -> Result<()> {
-        match self.peek() {
-            None => Err(self.error(Code::EofString)),
-            Some(c) => {
-                self.pos += 1;
-                if c == b {
-                    Ok(())
-                } else {
-                    Err(self.error(Code::UnexpectedEndOfHexEscape))
-                }
-            }
-        }
-    }
-
-    /// Checks a number's syntax at `pos` and moves past it; returns its text.
-    fn number_text(&mut self) -> Result<&'a str> {
-        let start = self.pos;
-        let digits = |s: &mut Self| {
-            let from = s.pos;
-            while let Some(b'0'..=b'9') = s.peek() {
-                s.pos += 1;
-            }
-            s.pos > from
-        };
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => {
-                self.pos += 1;
-                if let Some(b'0'..=b'9') = self.peek() {
-                    return Err(self.error(Code::InvalidNumber));
-                }
-            }
-            Some(b'1'..=b'9') => {
-                digits(self);
-            }
-            None => return Err(self.error(Code::EofValue)),
-            Some(_) => return Err(self.error(Code::InvalidNumber)),
-        }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            if !digits(self) {
-                return Err(self.error(if self.peek().is_none() {
-                    Code::EofValue
-                } else {
-                    Code::InvalidNumber
-                }));
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if !digits(self) {
-                return Err(self.error(if self.peek().is_none() {
-                    Code::EofValue
-                } else {
-                    Code::InvalidNumber
-                }));
-            }
-        }
-        Ok(&self.text[start..self.pos])
-    }
-
-    /// A number read for its value, converted by serde_json itself.
-    fn number(&mut self) -> Result<serde_json::Number> {
-        let text = self.number_text()?;
-        serde_json::from_str(text).map_err(|_| self.error(Code::NumberOutOfRange))
-    }
-
-    fn ident(&mut self, word: &[u8]) -> Result<()> {
-        for &w in word {
-            match self.peek() {
-                None => return Err(self.error(Code::EofValue)),
-                Some(b) if b == w => self.pos += 1,
-                Some(_) => {
-                    self.pos += 1;
-                    return Err(self.error(Code::ExpectedIdent));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// A scalar read for its value at `pos` (`None`: null); containers are not scalars.
@@ -647,11 +386,7 @@ pub(super) fn scan<'a>(
     envelopes: bool,
     view: &mut RecordView<'a>,
 ) -> Result<bool> {
-    let mut s = Scanner {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
+    let mut s = Scanner::new(text);
     s.ws();
     let is_object = match s.peek() {
         Some(b'{') => {
@@ -868,11 +603,7 @@ fn records_value<'a>(
 /// The entries of a JSON object's text, in order: each key (decoded) and its value's text.
 /// Iterative, like the scanner: the value texts are not looked into.
 pub(crate) fn entries(text: &str) -> std::result::Result<Vec<(Cow<'_, str>, &str)>, String> {
-    let mut s = Scanner {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
+    let mut s = Scanner::new(text);
     let mut out = Vec::new();
     let mut go = || -> Result<()> {
         s.ws();
@@ -915,11 +646,7 @@ pub(crate) fn entries(text: &str) -> std::result::Result<Vec<(Cow<'_, str>, &str
 /// The elements of a nested path's value: the value itself when it is an object; the
 /// objects in it when it is an array (arrays in it flattened); nothing else.
 pub(crate) fn elements(text: &str) -> Vec<&str> {
-    let mut s = Scanner {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
+    let mut s = Scanner::new(text);
     let mut out = Vec::new();
     let mut go = || -> Result<()> {
         s.ws();

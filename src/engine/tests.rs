@@ -1,0 +1,226 @@
+use super::*;
+use crate::time::{format_timestamp, NANOS_PER_DAY, NANOS_PER_MIN};
+
+/// A deterministic stream: `n` GetCallerIdentity records of `identities` IAM users over
+/// about 60 days (so windows expire), a few minutes late as a rule, now and then hours
+/// late (past the allowed lateness).
+fn stream(n: usize, identities: u64, very_late: bool) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start = 1_767_225_600 * crate::time::NANOS_PER_SEC; // 2026-01-01
+    let step = 60 * NANOS_PER_DAY / n as i64;
+    (0..n)
+            .map(|i| {
+                let r = next();
+                let mut t = start + i as i64 * step;
+                match r % 100 {
+                    0..=4 => t -= (r >> 8) as i64 % (30 * NANOS_PER_MIN),
+                    5 if very_late => t -= (r >> 8) as i64 % (3 * 60 * NANOS_PER_MIN),
+                    _ => {}
+                }
+                // A drifting population: each identity is active for a while, then gone.
+                let who = (i as u64 / 500) * 20 + (r >> 20) % identities;
+                format!(
+                    r#"{{"eventTime":"{}","eventID":"e{i}","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::1:user/u{who}"}}}}"#,
+                    format_timestamp(t)
+                )
+                .into_bytes()
+            })
+            .collect()
+}
+
+fn alerts(d: &mut Detector, records: &[Vec<u8>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in records {
+        d.process(r, &mut |o| match o {
+            Output::Emit(s) => out.push(s.into_owned()),
+            Output::Error(e) => panic!("unexpected error {e}"),
+        });
+    }
+    out
+}
+
+#[test]
+fn a_run_split_by_a_snapshot_equals_the_uninterrupted_run() {
+    let records = stream(100_000, 400, true);
+    let settings = "max_terms = 1050";
+    let mut whole = Detector::from_config("", settings).unwrap();
+    let expected = alerts(&mut whole, &records);
+    let s = whole.stats();
+    assert!(
+        s.alerts > 3_000 && s.evicted_window > 0 && s.evicted_capacity > 0 && s.late > 0,
+        "{s:?}"
+    );
+    for split in [0, 1, 12_345, 50_000, 99_999, 100_000] {
+        let mut first = Detector::from_config("", settings).unwrap();
+        let mut got = alerts(&mut first, &records[..split]);
+        let bytes = first.snapshot();
+        let mut second = Detector::restore("", settings, &bytes).unwrap();
+        assert_eq!(
+            second.snapshot(),
+            bytes,
+            "restore then snapshot gives the same bytes"
+        );
+        got.extend(alerts(&mut second, &records[split..]));
+        assert_eq!(got.len(), expected.len(), "split at {split}");
+        assert!(got == expected, "split at {split}: the alerts differ");
+    }
+}
+
+#[test]
+fn replaying_records_from_before_the_snapshot_gives_no_alert() {
+    let records = stream(20_000, 500, false);
+    let mut d = Detector::from_config("", "").unwrap();
+    alerts(&mut d, &records);
+    let mut restored = Detector::restore("", "", &d.snapshot()).unwrap();
+    // The last 1,000 records: three days, well within the window.
+    assert!(alerts(&mut restored, &records[19_000..]).is_empty());
+    assert_eq!(restored.stats().suppressed, 1_000);
+}
+
+/// The built-in rule with another id and query, over the field `f`.
+fn rule_with(id: &str, query: &str) -> (String, String) {
+    let text = crate::DEFAULT_RULE
+            .replace("30fbf4db-c502-4e68-a239-2e99af0f70da", id)
+            .replace(
+                "event.dataset: \"aws.cloudtrail\" and event.provider: \"sts.amazonaws.com\" and event.action: \"GetCallerIdentity\"\nand not aws.cloudtrail.user_identity.type: \"AssumedRole\"",
+                query,
+            )
+            .replace("[\"aws.cloudtrail.user_identity.arn\"]", "[\"f\"]");
+    (id.to_owned(), text)
+}
+
+#[test]
+fn the_gate_finds_overlapping_and_nested_literals() {
+    let rules = [
+        rule_with("r1", "f: abcd*"),
+        rule_with("r2", "f: *abcdef*"),
+        rule_with("r3", "f: *cdefgh*"),
+        rule_with("r4", "f: *defg*"),
+        rule_with("r5", "f: *zzzz*"),
+    ];
+    assert!(rules.iter().all(|(_, t)| t.contains("f: ")));
+    let mut d = Detector::from_pack(&rules, "").unwrap();
+    assert!(d.gate.is_some());
+    let record = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"abcdefgh"}"#;
+    let ids: Vec<String> = d
+        .process_collect(record)
+        .into_iter()
+        .map(|o| match o {
+            Output::Emit(a) => {
+                let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+                v["kibana.alert.rule.rule_id"].as_str().unwrap().to_owned()
+            }
+            Output::Error(e) => panic!("{e}"),
+        })
+        .collect();
+    assert_eq!(ids, ["r1", "r2", "r3", "r4"]);
+    // Hidden behind an escape: every rule looks.
+    let escaped = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"\u007azzz"}"#;
+    assert_eq!(d.process_collect(escaped).len(), 1);
+    let s = d.rule_stats(4);
+    assert_eq!((s.records, s.prefiltered, s.alerts), (2, 1, 1));
+}
+
+/// GetCallerIdentity records whose literals are written with JSON escapes (`\u`, `\/`),
+/// among plain ones, other calls, blank lines, CRs, non-objects and an oversized line.
+fn escaped_stream(n: usize) -> Vec<Vec<u8>> {
+    let plain = stream(n, 300, false);
+    plain
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let r = String::from_utf8(r).unwrap();
+            match i % 13 {
+                0 => r.replace("GetCallerIdentity", "\\u0047etCallerIdentity"),
+                1 => r.replace("sts.amazonaws.com", "sts\\u002eamazonaws.com"),
+                2 => r.replace("user/", "user\\/"),
+                3 => r.replace("GetCallerIdentity", "DescribeInstances"),
+                4 => r.replace("sts.amazonaws.com", "ec2.amazonaws.com"),
+                5 => r.replace("GetCallerIdentity", "GetCallerIdentit\\u0079"),
+                6 => format!("{r}\r"),
+                7 => String::new(),
+                8 => "[1,2]".to_owned(),
+                9 if i == 9 => format!("{{\"pad\":\"{}\",{}", "x".repeat(1 << 20), &r[1..]),
+                _ => r,
+            }
+            .into_bytes()
+        })
+        .collect()
+}
+
+fn collect_lines(d: &mut Detector, lines: &[u8]) -> Vec<(usize, Output<'static>)> {
+    let mut out = Vec::new();
+    d.process_lines(lines, &mut |n, o| {
+        out.push((
+            n,
+            match o {
+                Output::Emit(s) => Output::Emit(Cow::Owned(s.into_owned())),
+                Output::Error(e) => Output::Error(e),
+            },
+        ))
+    });
+    out
+}
+
+#[test]
+fn the_prefilter_never_changes_a_decision() {
+    let records = escaped_stream(20_000);
+    let mut on = Detector::from_config("", "").unwrap();
+    let mut off = Detector::from_config("", "").unwrap().without_prefilter();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(on.process_collect(r), off.process_collect(r), "record {i}");
+    }
+    let (a, b) = (on.stats(), off.stats());
+    assert!(a.prefiltered > 3_000 && b.prefiltered == 0, "{a:?}");
+    assert!(a.alerts > 1_000, "{a:?}");
+    assert_eq!(a.prefiltered + a.unmatched, b.unmatched);
+    assert_eq!(
+        Stats {
+            prefiltered: 0,
+            unmatched: 0,
+            ..a
+        },
+        Stats { unmatched: 0, ..b }
+    );
+}
+
+#[test]
+fn a_buffer_of_lines_is_decided_as_each_line_alone() {
+    let records = escaped_stream(20_000);
+    let mut buffer = records.join(&b'\n');
+    buffer.extend_from_slice(b"\n\n   \n");
+    for settings in ["", "output = \"passthrough\"", "output = \"annotate\""] {
+        let mut by_line = Detector::from_config("", settings).unwrap();
+        let mut want = Vec::new();
+        for (i, r) in buffer.split(|&b| b == b'\n').enumerate() {
+            let r = r.strip_suffix(b"\r").unwrap_or(r);
+            if !r.trim_ascii().is_empty() {
+                want.extend(by_line.process_collect(r).into_iter().map(|o| (i, o)));
+            }
+        }
+        let mut together = Detector::from_config("", settings).unwrap();
+        let got = collect_lines(&mut together, &buffer);
+        assert!(got == want, "{settings}: the outputs differ");
+        assert_eq!(together.stats(), by_line.stats(), "{settings}");
+    }
+}
+
+#[test]
+fn restore_refuses_damaged_or_foreign_snapshots() {
+    let mut d = Detector::from_config("", "").unwrap();
+    alerts(&mut d, &stream(100, 10, false));
+    let bytes = d.snapshot();
+    let err = |b: &[u8]| Detector::restore("", "", b).unwrap_err().to_string();
+    assert!(err(&bytes[..bytes.len() - 1]).contains("snapshot"));
+    assert!(err(b"").contains("not a newterms snapshot"));
+    let other = crate::DEFAULT_RULE.replace("30fbf4db-c502-4e68-a239-2e99af0f70da", "other-rule");
+    let e = Detector::restore(&other, "", &bytes).unwrap_err();
+    assert_eq!(e.key_name(), Some("snapshot"));
+    assert!(e.to_string().contains("other-rule"));
+}

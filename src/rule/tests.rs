@@ -1,0 +1,124 @@
+use super::*;
+use crate::time::NANOS_PER_HOUR;
+
+#[test]
+fn default_rule_facts() {
+    let r = Rule::default_rule();
+    assert_eq!(r.rule_id, "30fbf4db-c502-4e68-a239-2e99af0f70da");
+    assert_eq!(r.new_terms_fields, vec!["aws.cloudtrail.user_identity.arn"]);
+    assert_eq!(r.history_window, 10 * NANOS_PER_DAY);
+    assert_eq!(r.timestamp_override.as_deref(), Some("event.ingested"));
+    assert_eq!(r.risk_score, 47);
+    assert_eq!(r.threat[0]["tactic"]["id"], "TA0007");
+    assert_eq!(r.settings, Settings::default());
+    assert_eq!(
+        Rule::parse("", "").unwrap(),
+        r,
+        "empty text loads the default"
+    );
+}
+
+#[test]
+fn settings_and_overrides() {
+    let text = format!("{DEFAULT_RULE}\n[newterms]\nmax_terms = 5\noutput = \"passthrough\"\n");
+    let r = Rule::parse(&text, "output = \"annotate\"\nallowed_lateness = \"2h\"").unwrap();
+    assert_eq!(r.settings.max_terms, 5);
+    assert_eq!(r.settings.output, OutputMode::Annotate);
+    assert_eq!(r.settings.allowed_lateness, 2 * NANOS_PER_HOUR);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let key = |text: &str, over: &str| {
+        Rule::parse(text, over)
+            .unwrap_err()
+            .key_name()
+            .map(str::to_owned)
+    };
+    assert_eq!(key("", "max_terms = 0"), Some("newterms.max_terms".into()));
+    assert_eq!(key("", "colour = 1"), Some("newterms.colour".into()));
+    assert_eq!(key("", "output = \"xml\""), Some("newterms.output".into()));
+    assert_eq!(
+        key("", "allowed_lateness = \"soon\""),
+        Some("newterms.allowed_lateness".into())
+    );
+    let swap = |from: &str, to: &str| DEFAULT_RULE.replacen(from, to, 1);
+    assert_eq!(
+        key(&swap("type = \"new_terms\"", "type = \"eql\""), ""),
+        Some("rule.type".into())
+    );
+    assert_eq!(
+        key(&swap("value = \"now-10d\"", "value = \"10d\""), ""),
+        Some("rule.new_terms.history_window_start".into())
+    );
+    assert_eq!(
+        key(&swap("risk_score = 47", "risk_score = \"high\""), ""),
+        Some("rule.risk_score".into())
+    );
+    assert_eq!(
+        key(&swap("rule_id =", "rule_idx ="), ""),
+        Some("rule.rule_id".into())
+    );
+    assert_eq!(
+        key(&swap("and not", "and not ("), ""),
+        Some("rule.query".into())
+    );
+    assert!(matches!(
+        Rule::parse("[rule\n", ""),
+        Err(RuleError::Toml { .. })
+    ));
+    let r = Rule::parse(&swap("now-10d", "now-12h"), "").unwrap();
+    assert_eq!(r.history_window, 12 * NANOS_PER_HOUR);
+}
+
+#[test]
+fn toml_is_read_as_the_toml_crate_reads_it() {
+    let docs = [
+            DEFAULT_RULE,
+            "a = 0x1f\nb = 0o17\nb2 = -17\nc = 1_000\nd = 1.5e3\ne = inf\nf = 1979-05-27T07:32:00Z\n[[t.u]]\nv = [[1, 2], [{ w = { x = [] } }]]\n[[t.u]]\ny = 'z'",
+            "",
+        ];
+    for doc in docs {
+        let ours = parse_toml(doc).unwrap();
+        let theirs: Table = doc.parse().unwrap();
+        assert_eq!(ours, theirs, "{doc}");
+    }
+    for bad in [
+        "a = 1\na = 2",
+        "a = 99999999999999999999",
+        "[a\n",
+        "a = [1,",
+    ] {
+        assert!(parse_toml(bad).is_err(), "{bad}");
+        assert!(bad.parse::<Table>().is_err(), "{bad}");
+    }
+}
+#[test]
+fn a_query_error_names_its_line_and_column_in_the_file() {
+    let start = DEFAULT_RULE.find("query = ").unwrap();
+    let end = start + 11 + DEFAULT_RULE[start + 11..].find("'''").unwrap() + 3;
+    let rule = |query: &str| format!("{}{query}{}", &DEFAULT_RULE[..start], &DEFAULT_RULE[end..]);
+    let text = rule("query = '''\nevent.action: x and\n  y: (z\n'''");
+    let e = Rule::parse(&text, "").unwrap_err();
+    let line = text.lines().position(|l| l == "  y: (z").unwrap() + 1;
+    // The `(` that is not closed.
+    assert!(
+        matches!(e, RuleError::Query { at: Some((l, 6)), .. } if l == line),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains(&format!("line {line}, column 6")),
+        "{e}"
+    );
+    let text = rule(r#"query = "a: \"x\" and b: \u0028 c""#);
+    let e = Rule::parse(&text, "").unwrap_err();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("query = "))
+        .unwrap()
+        + 1;
+    assert!(
+        matches!(e, RuleError::Query { at: Some((l, 26)), .. } if l == line),
+        "{e}"
+    );
+}
