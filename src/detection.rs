@@ -8,7 +8,7 @@ use crate::alert::{self, AlertFacts};
 use crate::error::{ErrorKind, RecordError};
 use crate::query::{self, Prefilter, Query};
 use crate::record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
-use crate::rule::{OutputMode, Rule, RuleError};
+use crate::rule::{OutputMode, Rule, RuleError, MAX_TERM_FIELDS};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stats::Stats;
 use crate::terms::{TermLimits, TermTable};
@@ -215,7 +215,7 @@ impl Detection {
             self.excepted_by[i] += 1;
             return Ok(Decision::only(Outcome::Excepted));
         }
-        let mut columns: [&[Scalar<'_>]; 3] = [&[]; 3];
+        let mut columns: [&[Scalar<'_>]; MAX_TERM_FIELDS] = [&[]; MAX_TERM_FIELDS];
         let mut combinations = 1usize;
         for (i, f) in self.term_fields.iter().enumerate() {
             columns[i] = match view.get(layout, *f) {
@@ -264,14 +264,14 @@ impl Detection {
         if late {
             self.stats.late += 1;
         }
-        let mut odometer = [0usize; 3];
+        let mut odometer = [0usize; MAX_TERM_FIELDS];
         let mut alerted = false;
         // In `matches` mode, the keys sent for this record (a value repeated in an array
         // gives the same term twice; it is sent once).
         let mut sent: Vec<Vec<u8>> = Vec::new();
         loop {
-            let mut values: [Cow<'_, str>; 3] =
-                [Cow::Borrowed(""), Cow::Borrowed(""), Cow::Borrowed("")];
+            let mut values: [Cow<'_, str>; MAX_TERM_FIELDS] =
+                std::array::from_fn(|_| Cow::Borrowed(""));
             let mut complete = true;
             for i in 0..fields {
                 match columns[i].get(odometer[i]) {
@@ -280,7 +280,7 @@ impl Detection {
                 }
             }
             if complete {
-                let terms: [&str; 3] = [&values[0], &values[1], &values[2]];
+                let terms: [&str; MAX_TERM_FIELDS] = std::array::from_fn(|i| &*values[i]);
                 let terms = &terms[..fields];
                 if let Some(record) = matches_text {
                     self.set_key(terms);

@@ -23,6 +23,10 @@ pub use settings::{kibana_exceptions_setting, ErrorPolicy, InputMode, OutputMode
 pub const DEFAULT_RULE: &str =
     include_str!("../examples/rules/aws-sts-getcalleridentity-first-time.toml");
 
+/// The most new-terms fields a rule may have (Elastic allows three); a decision keeps
+/// this many value columns on its stack.
+pub const MAX_TERM_FIELDS: usize = 3;
+
 /// A rule that cannot be loaded: which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -203,10 +207,13 @@ impl Rule {
             }
             None => return Err(RuleError::key("rule.new_terms.value", "missing")),
         };
-        if fields.is_empty() || fields.len() > 3 {
+        if fields.is_empty() || fields.len() > MAX_TERM_FIELDS {
             return Err(RuleError::key(
                 "rule.new_terms.value",
-                format!("expected one to three fields, found {}", fields.len()),
+                format!(
+                    "expected one to {MAX_TERM_FIELDS} fields, found {}",
+                    fields.len()
+                ),
             ));
         }
         let history_window = history_window(new_terms)?;

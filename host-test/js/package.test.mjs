@@ -86,6 +86,28 @@ for (const [dir, count] of [["invictus-ir", 1], ["stratus-red-team", 2]]) {
   });
 }
 
+test("an edge in matches mode and a detector reading its matches give the command's alerts", () => {
+  const paths = files("stratus-red-team");
+  const edge = new Detector(undefined, { output: "matches" });
+  const consumer = new Detector(undefined, { input: "matches" });
+  const uuids = [];
+  let documents = 0;
+  for (const p of paths) {
+    for (const o of edge.process(fs.readFileSync(p, "utf8"))) {
+      assert.ok(o.record, JSON.stringify(o.error));
+      assert.match(o.record.newterms_key, /^[0-9a-f]{32}$/);
+      documents++;
+      for (const a of consumer.process(JSON.stringify(o.record))) {
+        assert.ok(a.record, JSON.stringify(a.error));
+        uuids.push(a.record["kibana.alert.uuid"]);
+      }
+    }
+  }
+  assert.equal(edge.stats().terms_held, 0, "the edge keeps no table");
+  assert.ok(documents >= uuids.length && uuids.length > 0, `${documents} matches, ${uuids.length} alerts`);
+  assert.deepStrictEqual(uuids, cliAlerts(paths));
+});
+
 test("a snapshot taken in Node restores in wasmtime, and the other way round", () => {
   const paths = files("invictus-ir");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "newterms-js-"));

@@ -21,7 +21,10 @@ use crate::{Detector as Core, Output, RecordError, RuleError};
 const TYPES: &'static str = r#"
 /** Our settings (the rule file's [newterms] table), applied over the rule's. */
 export interface Options {
-  output?: "alert" | "passthrough" | "annotate";
+  /** `matches`: no table, one match document per (rule, term), for `newterms consume`. */
+  output?: "alert" | "passthrough" | "annotate" | "matches";
+  /** `matches`: read match documents (what `newterms consume` does). */
+  input?: "records" | "matches";
   max_terms?: number;
   max_table_bytes?: number;
   allowed_lateness?: string;
