@@ -171,7 +171,7 @@ fn run(consumer: &BaseConsumer<Ctx>, member: &Mutex<Member>, args: &ConsumeArgs)
         } else {
             last_record = Instant::now();
             m.totals.first.get_or_insert(last_record);
-            m.decide(&batch, consumer)?;
+            m.decide(&mut batch, consumer)?;
             m.totals.last = Some(Instant::now());
         }
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
@@ -391,7 +391,7 @@ impl Member {
     }
 
     /// Decides a batch of messages, partition by partition.
-    fn decide(&mut self, batch: &[Polled], consumer: &BaseConsumer<Ctx>) -> Result<()> {
+    fn decide(&mut self, batch: &mut [Polled], consumer: &BaseConsumer<Ctx>) -> Result<()> {
         let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (i, m) in batch.iter().enumerate() {
             by_partition.entry(m.partition).or_default().push(i);
@@ -442,26 +442,24 @@ impl Member {
                 taken.push(i);
             }
             let last = taken.last().map(|&i| batch[i].offset);
+            // Each record's payload moves into the call; its batch index names it again for
+            // an alert's key or an error's place (built only when there is an error).
             let mut inputs = Vec::with_capacity(taken.len());
-            let mut places = Vec::with_capacity(taken.len());
+            let mut sources = Vec::with_capacity(taken.len());
             for i in taken {
-                let Polled {
-                    offset,
-                    key,
-                    payload,
-                    ..
-                } = &batch[i];
                 self.totals.records += 1;
-                let place = format!("{topic}[{p}]@{offset}");
-                match check(key.as_deref(), payload.as_deref()) {
+                let m = &mut batch[i];
+                match check(m.key.as_deref(), m.payload.as_deref()) {
                     Ok(()) => {
-                        inputs.push(payload.clone().unwrap_or_default());
-                        places.push((place, key.clone().unwrap_or_default()));
+                        inputs.push(m.payload.take().unwrap_or_default());
+                        sources.push(i);
                     }
                     Err(why) => {
                         self.totals.errors += 1;
-                        let payload = payload.as_deref().unwrap_or_default();
-                        let key = key.as_deref().map(String::from_utf8_lossy);
+                        let m = &batch[i];
+                        let key = m.key.as_deref().map(String::from_utf8_lossy);
+                        let payload = m.payload.as_deref().unwrap_or_default();
+                        let place = format!("{topic}[{p}]@{}", m.offset);
                         self.report_error(key.as_deref().unwrap_or(""), payload, &why, &place)?;
                     }
                 }
@@ -472,7 +470,8 @@ impl Member {
                 _ => Vec::new(),
             };
             for o in outputs {
-                let (place, key) = &places[o.input as usize];
+                let m = &batch[sources[o.input as usize]];
+                let key = m.key.as_deref().unwrap_or_default();
                 match o.output {
                     Output::Emit(alert) => {
                         self.totals.alerts += 1;
@@ -488,8 +487,9 @@ impl Member {
                     Output::Error(e) => {
                         self.totals.errors += 1;
                         let why = format!("{}: {}", e.kind.as_str(), e.message);
-                        let payload = inputs[o.input as usize].clone();
-                        self.report_error(&String::from_utf8_lossy(key), &payload, &why, place)?;
+                        let place = format!("{topic}[{p}]@{}", m.offset);
+                        let payload = &inputs[o.input as usize];
+                        self.report_error(&String::from_utf8_lossy(key), payload, &why, &place)?;
                     }
                 }
             }
