@@ -394,7 +394,7 @@ fn main() -> Result<()> {
 
 /// Alerts of a pack (or one rule) over the records, natively.
 fn native_rules(rules: &[(String, String)], records: &[String]) -> Result<usize> {
-    let mut d = Detector::from_rules(rules, "")?;
+    let mut d = Detector::open(rules, &newterms::Settings::default(), None)?;
     let mut alerts = 0;
     for r in records {
         d.process(r.as_bytes(), &mut |o| {

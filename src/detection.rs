@@ -110,7 +110,6 @@ impl Detection {
             time_fields.push(ts);
         }
         let exceptions = rule
-            .settings
             .exceptions
             .iter()
             .map(|item| {
@@ -126,9 +125,9 @@ impl Detection {
         let excepted_by = vec![0; exceptions.len()];
         let terms = TermTable::new(TermLimits {
             window: rule.history_window,
-            allowed_lateness: rule.settings.allowed_lateness,
-            max_terms: rule.settings.max_terms,
-            max_bytes: rule.settings.max_table_bytes,
+            allowed_lateness: rule.settings.allowed_lateness(),
+            max_terms: rule.settings.max_terms(),
+            max_bytes: rule.settings.max_table_bytes(),
         });
         Ok(Detection {
             query,
@@ -374,7 +373,7 @@ impl Detection {
             ErrorKind::TooLarge,
             format!(
                 "a term of {key_len} bytes cannot be held within max_table_bytes = {}",
-                self.rule.settings.max_table_bytes
+                self.rule.settings.max_table_bytes()
             ),
         ))
     }

@@ -1,6 +1,10 @@
 //! Drives each record through the steps: frame, prefilter, view, then each rule's
 //! detection (query, exceptions, terms, alerts), then what passes on.
 //!
+//! Opening (rules, settings, a snapshot) is in `engine/open.rs`, framing (arrays, NDJSON
+//! buffers, match documents) in `engine/framing.rs`; this file holds the record's path:
+//! the gate, the one parse, each rule's decision and the counting.
+//!
 //! A detector holds one rule or a pack of them. Every rule's fields go into one record
 //! layout, so a record is parsed at most once whatever the number of rules. Before the
 //! parse, one multi-literal search over the record's text finds the rules whose required
@@ -9,16 +13,14 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
 use crate::gate::Gate;
-use crate::record::{FieldId, Layout, LayoutBuilder, RecordView};
-use crate::rule::{InputMode, OutputMode, Rule, RuleError};
-use crate::snapshot::{self, SnapshotError};
+use crate::record::{FieldId, Layout, RecordView};
+use crate::rule::{InputMode, OutputMode, Rule};
 use crate::stats::Stats;
 use crate::terms::TermTable;
+use framing::{first_byte, starts_with_records_key};
 
 pub use crate::detection::MAX_COMBINATIONS;
 
@@ -56,201 +58,6 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Loads a rule file (empty: the embedded default) with settings overrides.
-    pub fn from_config(rule_text: &str, overrides: &str) -> Result<Detector, RuleError> {
-        Detector::new(Rule::parse(rule_text, overrides)?)
-    }
-
-    /// Loads a pack: `(source, rule file text)` for each rule (the source, a file name,
-    /// names the rule in load errors), every rule with the same settings overrides.
-    /// Settings that concern the host rather than a rule (`output`, `max_record_bytes`,
-    /// `on_error`, `state_*`) are taken from the first rule. Rule ids must be distinct.
-    pub fn from_pack<S: AsRef<str>, T: AsRef<str>>(
-        rules: &[(S, T)],
-        overrides: &str,
-    ) -> Result<Detector, RuleError> {
-        let mut parsed: Vec<Rule> = Vec::with_capacity(rules.len());
-        let mut sources: Vec<&str> = Vec::with_capacity(rules.len());
-        for (source, text) in rules {
-            let (source, text) = (source.as_ref(), text.as_ref());
-            let in_pack = |error| RuleError::in_pack(source, error);
-            if text.trim().is_empty() {
-                return Err(in_pack(RuleError::key("rule", "the rule file is empty")));
-            }
-            let rule = Rule::parse(text, overrides).map_err(in_pack)?;
-            if let Some(i) = parsed.iter().position(|r| r.rule_id == rule.rule_id) {
-                return Err(in_pack(RuleError::key(
-                    "rule.rule_id",
-                    format!("`{}` is also the id of {}", rule.rule_id, sources[i]),
-                )));
-            }
-            parsed.push(rule);
-            sources.push(source);
-        }
-        Detector::with_rules(parsed, &sources)
-    }
-
-    /// The rules a host found, as `(source, text)`: none is the built-in rule, one is
-    /// that rule as [`Detector::from_config`] loads it, more are a pack.
-    pub fn from_rules<S: AsRef<str>, T: AsRef<str>>(
-        rules: &[(S, T)],
-        overrides: &str,
-    ) -> Result<Detector, RuleError> {
-        match rules {
-            [] => Detector::from_config("", overrides),
-            [(_, text)] => Detector::from_config(text.as_ref(), overrides),
-            many => Detector::from_pack(many, overrides),
-        }
-    }
-
-    /// [`Detector::from_rules`] with the term tables of a snapshot.
-    pub fn restore_rules<S: AsRef<str>, T: AsRef<str>>(
-        rules: &[(S, T)],
-        overrides: &str,
-        snapshot: &[u8],
-    ) -> Result<Detector, RuleError> {
-        Detector::from_rules(rules, overrides)?.restored(snapshot)
-    }
-
-    /// One rule.
-    pub fn new(rule: Rule) -> Result<Detector, RuleError> {
-        Detector::with_rules(vec![rule], &[])
-    }
-
-    fn with_rules(rules: Vec<Rule>, sources: &[&str]) -> Result<Detector, RuleError> {
-        let Some(first) = rules.first() else {
-            return Err(RuleError::key("rule", "the pack has no rules"));
-        };
-        let output = first.settings.output;
-        let input = first.settings.input;
-        if input == InputMode::Matches && output == OutputMode::Matches {
-            return Err(RuleError::key(
-                "newterms.output",
-                "a detector reading matches (input = \"matches\") cannot write them",
-            ));
-        }
-        let max_record_bytes = first.settings.max_record_bytes;
-        let mut b = LayoutBuilder::new();
-        let mut detections = Vec::with_capacity(rules.len());
-        for (i, rule) in rules.into_iter().enumerate() {
-            let d = Detection::compile(rule, &mut b).map_err(|error| match sources.get(i) {
-                Some(source) => RuleError::in_pack(source, error),
-                None => error,
-            })?;
-            detections.push(d);
-        }
-        let event_id = b.field("event.id");
-        let layout = b.build();
-        for d in &mut detections {
-            d.finish(&layout);
-        }
-        let gate = (detections.len() > 1)
-            .then(|| {
-                let prefilters: Vec<Option<&crate::Prefilter>> =
-                    detections.iter().map(|d| d.prefilter.as_ref()).collect();
-                Gate::new(&prefilters)
-            })
-            .flatten();
-        let line_prefilter = match detections.as_slice() {
-            [one] => one.prefilter.clone().filter(crate::Prefilter::is_active),
-            _ => None,
-        };
-        let n = detections.len();
-        Ok(Detector {
-            layout,
-            rules: detections,
-            gate,
-            event_id,
-            output,
-            input,
-            max_record_bytes,
-            stats: Stats::default(),
-            frame_errors: [0; ErrorKind::ALL.len()],
-            candidates: Vec::with_capacity(n),
-            stamp: vec![0; n],
-            generation: 0,
-            line_prefilter,
-        })
-    }
-
-    /// Loads a rule as [`Detector::from_config`] does, with the term table of a snapshot
-    /// (from any build). The snapshot must be of the same rule id and new-terms fields.
-    pub fn restore(
-        rule_text: &str,
-        overrides: &str,
-        snapshot: &[u8],
-    ) -> Result<Detector, RuleError> {
-        Detector::from_config(rule_text, overrides)?.restored(snapshot)
-    }
-
-    /// Loads a pack as [`Detector::from_pack`] does, with the term tables of a snapshot.
-    /// Each rule takes the table saved under its id; a rule the snapshot does not hold
-    /// starts empty, and a saved rule no longer in the pack is dropped. A snapshot that
-    /// holds none of the pack's rules is refused.
-    pub fn restore_pack<S: AsRef<str>, T: AsRef<str>>(
-        rules: &[(S, T)],
-        overrides: &str,
-        snapshot: &[u8],
-    ) -> Result<Detector, RuleError> {
-        Detector::from_pack(rules, overrides)?.restored(snapshot)
-    }
-
-    /// This detector with the term tables of a snapshot.
-    fn restored(mut self, snapshot: &[u8]) -> Result<Detector, RuleError> {
-        self.restore_state(snapshot)?;
-        Ok(self)
-    }
-
-    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), RuleError> {
-        let err = |error| RuleError::Snapshot { error };
-        let snaps = snapshot::decode_any(bytes).map_err(err)?;
-        let mut used = 0;
-        let mut first_other = None;
-        for snap in snaps {
-            match self
-                .rules
-                .iter_mut()
-                .find(|d| d.rule.rule_id == snap.rule_id)
-            {
-                Some(d) => {
-                    d.restore(snap).map_err(err)?;
-                    used += 1;
-                }
-                None => {
-                    first_other.get_or_insert(snap);
-                }
-            }
-        }
-        if let (0, Some(snap)) = (used, first_other) {
-            let rule = &self.rules[0].rule;
-            let what = if self.rules.len() == 1 {
-                format!(
-                    "rule {} over [{}]",
-                    rule.rule_id,
-                    rule.new_terms_fields.join(", ")
-                )
-            } else {
-                format!("any rule of this pack of {}", self.rules.len())
-            };
-            return Err(err(SnapshotError::OtherRule {
-                snapshot: format!("rule {} over [{}]", snap.rule_id, snap.fields.join(", ")),
-                rule: what,
-            }));
-        }
-        Ok(())
-    }
-
-    /// The term tables as portable bytes (see [`crate::snapshot`]): one rule's snapshot,
-    /// or for a pack the container of its rules' snapshots.
-    pub fn snapshot(&self) -> Vec<u8> {
-        match self.rules.as_slice() {
-            [one] => one.snapshot().encode(),
-            many => {
-                snapshot::encode_pack(&many.iter().map(Detection::snapshot).collect::<Vec<_>>())
-            }
-        }
-    }
-
     /// The same detector with its prefilters off: every record takes the full path. The
     /// answers are the same, only slower, and records the prefilter would have rejected
     /// count as `unmatched`. For tests and benchmarks that show exactly that.
@@ -285,7 +92,7 @@ impl Detector {
     pub fn set_output(&mut self, mode: OutputMode) {
         self.output = mode;
         for d in &mut self.rules {
-            d.rule.settings.output = mode;
+            d.rule.settings.output = Some(mode);
         }
     }
 
@@ -375,87 +182,6 @@ impl Detector {
         (0..self.rules.len())
             .map(|i| (self.rules[i].rule.rule_id.clone(), self.rule_stats(i)))
             .collect()
-    }
-
-    /// Processes one input: a record, a CloudTrail delivery object (`{"Records": [...]}`),
-    /// a JSON array of records, or an EventBridge envelope. Every output goes to `sink`.
-    pub fn process(&mut self, input: &[u8], sink: &mut dyn FnMut(Output<'_>)) {
-        if self.input == InputMode::Matches {
-            self.process_match(input, sink);
-        } else if first_byte(input) == Some(b'[') {
-            self.process_array(input, sink);
-        } else {
-            self.process_record(input, true, None, sink);
-        }
-    }
-
-    /// Processes NDJSON: each line of `lines` is one input (a trailing `\r` is dropped, blank
-    /// lines are skipped). `sink` gets each output with the 0-based number of its line.
-    /// One buffer for many records: the cheapest way across a boundary.
-    ///
-    /// With one rule, the prefilter judges the lines together: each literal is searched
-    /// across the whole buffer once, and a line it rejects is counted without a call of
-    /// its own (the answer is the same as line by line).
-    pub fn process_lines(&mut self, lines: &[u8], sink: &mut dyn FnMut(usize, Output<'_>)) {
-        let prefilter = match (self.output, self.input) {
-            (OutputMode::Annotate, _) | (_, InputMode::Matches) => None,
-            _ => self.line_prefilter.take(),
-        };
-        let mut scan = prefilter.as_ref().map(crate::query::BufferScan::new);
-        let mut start = 0;
-        let mut number = 0;
-        while start < lines.len() {
-            let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i);
-            let mut line = &lines[start..end];
-            if let [head @ .., b'\r'] = line {
-                line = head;
-            }
-            let rejected = scan.as_mut().is_some_and(|scan| {
-                first_byte(line) == Some(b'{')
-                    && line.len() <= self.max_record_bytes
-                    && !starts_with_records_key(line)
-                    && !scan.may_match(lines, start, start + line.len())
-            });
-            if rejected {
-                self.stats.records += 1;
-                self.stats.prefiltered += 1;
-            } else if !line.trim_ascii().is_empty() {
-                self.process(line, &mut |o| sink(number, o));
-            }
-            start = end + 1;
-            number += 1;
-        }
-        if prefilter.is_some() {
-            self.line_prefilter = prefilter;
-        }
-    }
-
-    /// Processes one input and collects its outputs (convenience for tests and hosts).
-    pub fn process_collect(&mut self, input: &[u8]) -> Vec<Output<'static>> {
-        let mut out = Vec::new();
-        self.process(input, &mut |o| {
-            out.push(match o {
-                Output::Emit(s) => Output::Emit(Cow::Owned(s.into_owned())),
-                Output::Error(e) => Output::Error(e),
-            })
-        });
-        out
-    }
-
-    fn process_array(&mut self, input: &[u8], sink: &mut dyn FnMut(Output<'_>)) {
-        match serde_json::from_slice::<Vec<&RawValue>>(input) {
-            Ok(items) => {
-                for (i, raw) in items.iter().enumerate() {
-                    let place = format!("[{i}]");
-                    self.process_record(raw.get().as_bytes(), false, Some(&place), sink);
-                }
-            }
-            Err(e) => self.fail(
-                RecordError::new(ErrorKind::InvalidJson, e.to_string()),
-                None,
-                sink,
-            ),
-        }
     }
 
     /// A record in error before any rule was chosen: it counts for every rule.
@@ -683,31 +409,8 @@ fn too_large(text: &[u8], limit: usize) -> RecordError {
     )
 }
 
-fn first_byte(text: &[u8]) -> Option<u8> {
-    text.iter().copied().find(|b| !b.is_ascii_whitespace())
-}
-
-/// Whether the text is an object whose first key is `Records` (a CloudTrail delivery
-/// file), judged from its first bytes.
-fn starts_with_records_key(text: &[u8]) -> bool {
-    let mut rest = text;
-    let skip_ws = |r: &mut &[u8]| {
-        while let [b, tail @ ..] = *r {
-            if b.is_ascii_whitespace() {
-                *r = tail;
-            } else {
-                break;
-            }
-        }
-    };
-    skip_ws(&mut rest);
-    let Some(after) = rest.strip_prefix(b"{") else {
-        return false;
-    };
-    rest = after;
-    skip_ws(&mut rest);
-    rest.starts_with(b"\"Records\"")
-}
+mod framing;
+mod open;
 
 #[cfg(test)]
 mod tests;

@@ -44,8 +44,7 @@ pub use error::{with_error_field, ErrorKind, RecordError};
 pub use query::{Prefilter, Query, QueryError, Writer};
 pub use record::{Field, FieldId, Layout, LayoutBuilder, RecordView, Scalar};
 pub use rule::{
-    kibana_exceptions_setting, pack_files, ErrorPolicy, OutputMode, Rule, RuleError, Settings,
-    DEFAULT_RULE,
+    pack_files, ErrorPolicy, InputMode, OutputMode, Rule, RuleError, Settings, DEFAULT_RULE,
 };
 pub use stats::Stats;
 pub use terms::{Observation, TermLimits, TermTable};

@@ -231,9 +231,15 @@ mod tests {
     fn edge_and_partitioned_consumers_equal_one_detector() {
         let rules = [("a", DEFAULT_RULE.to_owned()), ("b", by_tag())];
         let records = stream(4_000);
-        let mut single = Detector::from_rules(&rules, "").unwrap();
+        let mut single =
+            Detector::open(&rules, &crate::Settings::from_toml("").unwrap(), None).unwrap();
         let mut expected = run(&mut single, &records);
-        let mut edge = Detector::from_rules(&rules, "output = \"matches\"").unwrap();
+        let mut edge = Detector::open(
+            &rules,
+            &crate::Settings::from_toml("output = \"matches\"").unwrap(),
+            None,
+        )
+        .unwrap();
         let docs = run(&mut edge, &records);
         assert_eq!(edge.stats().alerts as usize, docs.len());
         assert_eq!(edge.stats().terms_held, 0, "the edge keeps no table");
@@ -242,7 +248,14 @@ mod tests {
         assert_eq!(first.rule, "tag-rule");
         let parts = 4;
         let mut consumers: Vec<Detector> = (0..parts)
-            .map(|_| Detector::from_rules(&rules, "input = \"matches\"").unwrap())
+            .map(|_| {
+                Detector::open(
+                    &rules,
+                    &crate::Settings::from_toml("input = \"matches\"").unwrap(),
+                    None,
+                )
+                .unwrap()
+            })
             .collect();
         let mut got = Vec::new();
         for doc in &docs {

@@ -12,12 +12,12 @@ use std::fmt;
 
 use toml::{Table, Value};
 
-use crate::exceptions::Condition;
+use crate::exceptions::{Condition, ExceptionItem};
 use crate::query::QueryError;
 use crate::time::{self, Nanos, NANOS_PER_DAY};
 
 mod settings;
-pub use settings::{kibana_exceptions_setting, ErrorPolicy, InputMode, OutputMode, Settings};
+pub use settings::{ErrorPolicy, InputMode, OutputMode, Settings};
 
 /// The rule built in: Elastic's "AWS STS GetCallerIdentity API Called for the First Time".
 pub const DEFAULT_RULE: &str =
@@ -143,6 +143,9 @@ pub struct Rule {
     /// `rule.filters` (query DSL), enabled ones, negated as their `meta.negate` says: a
     /// record must satisfy all of them as well as the query.
     pub filters: Vec<Condition>,
+    /// The exception items of the settings, read: a record matching any does not match.
+    pub exceptions: Vec<ExceptionItem>,
+    /// The rule's own `[newterms]` table with the host's settings over it.
     pub settings: Settings,
 }
 
@@ -150,15 +153,15 @@ impl Rule {
     /// The embedded default rule.
     pub fn default_rule() -> Rule {
         // The embedded file is tested to load; fall back to nothing else.
-        match Rule::parse(DEFAULT_RULE, "") {
+        match Rule::parse(DEFAULT_RULE, &Settings::default()) {
             Ok(r) => r,
             Err(e) => unreachable!("the embedded rule does not load: {e}"),
         }
     }
 
-    /// Loads a rule file, then applies `overrides`: TOML text with the keys of the
-    /// `[newterms]` table (`output = "annotate"`). An empty `text` loads the default rule.
-    pub fn parse(text: &str, overrides: &str) -> Result<Rule, RuleError> {
+    /// Loads a rule file, then lays `overrides` over its own `[newterms]` table. An empty
+    /// `text` loads the default rule.
+    pub fn parse(text: &str, overrides: &Settings) -> Result<Rule, RuleError> {
         let text = if text.trim().is_empty() {
             DEFAULT_RULE
         } else {
@@ -241,19 +244,13 @@ impl Rule {
             }
             None => return Err(RuleError::key("rule.risk_score", "missing")),
         };
-        let mut settings = Settings::default();
-        if let Some(own) = doc.get("newterms") {
-            let own = own
-                .as_table()
-                .ok_or_else(|| RuleError::key("newterms", "expected a table"))?;
-            settings.apply(own, "newterms.")?;
-        }
-        if !overrides.trim().is_empty() {
-            let t: Table = parse_toml(overrides).map_err(|e: toml::de::Error| RuleError::Toml {
-                message: format!("in the settings: {}", toml_message(&e, overrides)),
-            })?;
-            settings.apply(&t, "newterms.")?;
-        }
+        let own = match doc.get("newterms") {
+            None => Settings::default(),
+            Some(own @ Value::Table(_)) => Settings::from_toml_value(own.clone())?,
+            Some(_) => return Err(RuleError::key("newterms", "expected a table")),
+        };
+        let settings = own.layered(overrides);
+        let exceptions = settings.exception_items()?;
         let query = get_str(rule, "rule.", "query")?;
         crate::query::parse(query).map_err(|error| RuleError::Query {
             at: query_location(text, error.position()),
@@ -281,6 +278,7 @@ impl Rule {
             history_window,
             timestamp_override,
             filters,
+            exceptions,
             settings,
         })
     }
@@ -290,7 +288,7 @@ impl Rule {
 /// copies level by level with a stack of its own: `toml`'s serde route
 /// (`str::parse::<Table>`), like any recursive copy, nests calls per level and needs
 /// several times the stack a Fluent Bit module has (8 KiB).
-fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
+pub(crate) fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
     use serde::de::Error as _;
     use toml::de::{DeString, DeTable, DeValue};
     type Entries<'i> =
@@ -458,7 +456,7 @@ fn toml_string_offset(raw: &str, n: usize) -> Option<usize> {
     (decoded == n).then_some(i)
 }
 
-fn toml_message(e: &toml::de::Error, text: &str) -> String {
+pub(crate) fn toml_message(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message().trim();
     match e.span() {
         Some(span) => {

@@ -4,14 +4,23 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use newterms::{Detector, Output};
+use newterms::{Detector, Output, OutputMode, Settings};
 
 const PROBE: &[u8] = br#"{"eventTime":"2100-01-01T00:00:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/fuzz-probe"}}"#;
 
 fuzz_target!(|data: &[u8]| {
-    for output in ["alert", "passthrough", "annotate", "matches"] {
-        let mut d =
-            Detector::from_config("", &format!("output = \"{output}\"\nmax_terms = 8")).unwrap();
+    for output in [
+        OutputMode::Alert,
+        OutputMode::Passthrough,
+        OutputMode::Annotate,
+        OutputMode::Matches,
+    ] {
+        let settings = Settings {
+            output: Some(output),
+            max_terms: Some(8),
+            ..Settings::default()
+        };
+        let mut d = Detector::open(&[("rule", "")], &settings, None).unwrap();
         let before = d.snapshot();
         let mut errors = 0;
         d.process(data, &mut |o| {
@@ -41,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(errors as u64 >= s.error_total());
         let snap = d.snapshot();
         let restored =
-            Detector::restore("", &format!("output = \"{output}\"\nmax_terms = 8"), &snap).unwrap();
+            Detector::open(&[("rule", "")], &settings, Some(&snap)).unwrap();
         assert_eq!(restored.snapshot(), snap);
         let mut alerted = false;
         d.process(PROBE, &mut |o| alerted |= matches!(o, Output::Emit(_)));

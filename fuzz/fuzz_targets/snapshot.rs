@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
             data,
             "decode then encode must give the same bytes"
         );
-        let _ = newterms::Detector::restore("", "", data);
+        let _ = newterms::Detector::open(&[("rule", "")], &newterms::Settings::default(), Some(data));
     }
 });

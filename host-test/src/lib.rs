@@ -128,17 +128,27 @@ impl Limits {
 
     /// Limits for rules: the sum of their table budgets.
     pub fn for_rules(rules: &Rules, settings: &str) -> Limits {
+        let settings = newterms::Settings::from_toml(settings).unwrap_or_default();
         let budget = rules
             .texts()
             .iter()
             .map(|t| {
-                newterms::Rule::parse(t, settings)
-                    .map(|r| r.settings.max_table_bytes)
-                    .unwrap_or(newterms::Settings::default().max_table_bytes)
+                newterms::Rule::parse(t, &settings)
+                    .map_or(settings.max_table_bytes(), |r| r.settings.max_table_bytes())
             })
             .fold(0usize, usize::saturating_add);
         Limits::for_table_bytes(budget)
     }
+}
+
+/// Settings as the text the component's `open` takes: TOML, written by serde, one
+/// `key = value` line a key (tables inline), so that it also reads as the body of a rule
+/// file's `[newterms]` table.
+pub fn settings_text(settings: &newterms::Settings) -> String {
+    // Every field serializes to a TOML string, integer, array or table of strings.
+    let table =
+        toml::Table::try_from(settings).unwrap_or_else(|e| unreachable!("settings serialize: {e}"));
+    table.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
 }
 
 /// How often the engine's epoch advances: the resolution of `max_call`.
@@ -700,5 +710,31 @@ impl From<&Stats> for newterms::Stats {
             // The WIT and the core disagree: a build defect the tests catch first.
             Err(e) => panic!("the component's counters do not match the core's: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settings_text;
+    use newterms::{InputMode, Settings};
+
+    #[test]
+    fn settings_written_as_text_read_back_the_same() {
+        let s = Settings {
+            input: Some(InputMode::Matches),
+            max_terms: Some(7),
+            allowed_lateness: Some(90 * newterms::time::NANOS_PER_MIN),
+            exceptions: vec!["user.name: \"ci \\\"bot\\\"\"".into()],
+            kibana_exceptions: vec!["{\"a\": 1}\n{\"b\": \"\\u00e9\"}".into()],
+            value_lists: [("ips".to_owned(), "10.0.0.1\n10.0.0.2".to_owned())].into(),
+            ..Settings::default()
+        };
+        let text = settings_text(&s);
+        assert_eq!(Settings::from_toml(&text).unwrap(), s, "{text}");
+        // The same lines are the body of a rule file's `[newterms]` table.
+        let rule = format!("{}\n[newterms]\n{text}", newterms::DEFAULT_RULE);
+        let table: toml::Table = rule.parse().unwrap();
+        assert_eq!(table["newterms"]["max_terms"].as_integer(), Some(7));
+        assert_eq!(settings_text(&Settings::default()), "");
     }
 }

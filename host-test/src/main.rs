@@ -103,9 +103,9 @@ fn runtime(component: Option<&PathBuf>) -> Result<Runtime> {
     }
 }
 
-/// The settings TOML for the given export files, with the value lists they name read
+/// The settings that carry the given export files, with the value lists they name read
 /// from beside them.
-fn exception_settings(files: &[PathBuf]) -> Result<String> {
+fn exception_settings(files: &[PathBuf]) -> Result<newterms::Settings> {
     let mut texts = Vec::new();
     let mut lists = newterms::exceptions::ValueLists::new();
     for p in files {
@@ -121,7 +121,7 @@ fn exception_settings(files: &[PathBuf]) -> Result<String> {
         lists.extend(found);
         texts.push(text);
     }
-    Ok(newterms::kibana_exceptions_setting(&texts, &lists))
+    Ok(newterms::Settings::default().with_kibana_exceptions(&texts, &lists))
 }
 
 fn check_rule(args: &[String]) -> Result<ExitCode> {
@@ -154,7 +154,8 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
             "usage: newterms check-rule PATH... [--exceptions FILE]...",
         ));
     }
-    let settings = exception_settings(&exceptions)?;
+    let typed = exception_settings(&exceptions)?;
+    let settings = newterms_host::settings_text(&typed);
     let rt = runtime(None)?;
     let files = newterms_host::rule_files(&paths)?;
     let (mut loaded, mut failed) = (Vec::new(), 0usize);
@@ -172,12 +173,12 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
             Ok(_) => {
                 // The same parse the guest made, natively, to list what it loaded.
                 let rule =
-                    newterms::Rule::parse(&text, &settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    newterms::Rule::parse(&text, &typed).map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("{shown}: ok: {} ({})", rule.name, rule.rule_id);
-                for item in &rule.settings.exceptions {
+                for item in &rule.exceptions {
                     println!("  exception {}: {}", item.id, item.name);
                 }
-                println!("  {} exception items", rule.settings.exceptions.len());
+                println!("  {} exception items", rule.exceptions.len());
                 loaded.push((shown.to_string(), text));
             }
             Err(e) => {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::time::{format_timestamp, NANOS_PER_DAY, NANOS_PER_MIN};
+use crate::{RuleError, Settings};
 
 /// A deterministic stream: `n` GetCallerIdentity records of `identities` IAM users over
 /// about 60 days (so windows expire), a few minutes late as a rule, now and then hours
@@ -60,7 +61,7 @@ fn a_run_split_by_a_snapshot_equals_the_uninterrupted_run() {
         let mut first = Detector::from_config("", settings).unwrap();
         let mut got = alerts(&mut first, &records[..split]);
         let bytes = first.snapshot();
-        let mut second = Detector::restore("", settings, &bytes).unwrap();
+        let mut second = restore("", settings, &bytes).unwrap();
         assert_eq!(
             second.snapshot(),
             bytes,
@@ -77,7 +78,7 @@ fn replaying_records_from_before_the_snapshot_gives_no_alert() {
     let records = stream(20_000, 500, false);
     let mut d = Detector::from_config("", "").unwrap();
     alerts(&mut d, &records);
-    let mut restored = Detector::restore("", "", &d.snapshot()).unwrap();
+    let mut restored = restore("", "", &d.snapshot()).unwrap();
     // The last 1,000 records: three days, well within the window.
     assert!(alerts(&mut restored, &records[19_000..]).is_empty());
     assert_eq!(restored.stats().suppressed, 1_000);
@@ -105,7 +106,7 @@ fn the_gate_finds_overlapping_and_nested_literals() {
         rule_with("r5", "f: *zzzz*"),
     ];
     assert!(rules.iter().all(|(_, t)| t.contains("f: ")));
-    let mut d = Detector::from_pack(&rules, "").unwrap();
+    let mut d = Detector::open(&rules, &Settings::default(), None).unwrap();
     assert!(d.gate.is_some());
     let record = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"abcdefgh"}"#;
     let ids: Vec<String> = d
@@ -216,11 +217,20 @@ fn restore_refuses_damaged_or_foreign_snapshots() {
     let mut d = Detector::from_config("", "").unwrap();
     alerts(&mut d, &stream(100, 10, false));
     let bytes = d.snapshot();
-    let err = |b: &[u8]| Detector::restore("", "", b).unwrap_err().to_string();
+    let err = |b: &[u8]| restore("", "", b).unwrap_err().to_string();
     assert!(err(&bytes[..bytes.len() - 1]).contains("snapshot"));
     assert!(err(b"").contains("not a newterms snapshot"));
     let other = crate::DEFAULT_RULE.replace("30fbf4db-c502-4e68-a239-2e99af0f70da", "other-rule");
-    let e = Detector::restore(&other, "", &bytes).unwrap_err();
+    let e = restore(&other, "", &bytes).unwrap_err();
     assert_eq!(e.key_name(), Some("snapshot"));
     assert!(e.to_string().contains("other-rule"));
+}
+
+/// One rule file, settings as TOML text, and a snapshot.
+fn restore(rule: &str, settings: &str, snapshot: &[u8]) -> Result<Detector, RuleError> {
+    Detector::open(
+        &[("rule", rule)],
+        &Settings::from_toml(settings)?,
+        Some(snapshot),
+    )
 }

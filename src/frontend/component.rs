@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 
-use crate::{Detector, ErrorKind, Output, RecordError, RuleError, Stats};
+use crate::{Detector, ErrorKind, Output, RecordError, RuleError, Settings, Stats};
 
 wit_bindgen::generate!({
     path: "wit",
@@ -91,12 +91,26 @@ impl From<Stats> for wit::Stats {
     }
 }
 
+/// A detector resource for rules as the host gave them, with its settings text (TOML, as
+/// the user wrote it) and a snapshot if any.
+fn opened(
+    rules: &[(String, String)],
+    settings: &str,
+    snapshot: Option<&[u8]>,
+) -> Result<wit::Detector, wit::ConfigError> {
+    let detector = Detector::open(rules, &Settings::from_toml(settings)?, snapshot)?;
+    Ok(wit::Detector::new(DetectorResource {
+        inner: RefCell::new(detector),
+    }))
+}
+
+fn pack(rules: Vec<wit::RuleFile>) -> Vec<(String, String)> {
+    rules.into_iter().map(|r| (r.source, r.text)).collect()
+}
+
 impl wit::GuestDetector for DetectorResource {
     fn open(rule: String, settings: String) -> Result<wit::Detector, wit::ConfigError> {
-        let detector = Detector::from_config(&rule, &settings)?;
-        Ok(wit::Detector::new(DetectorResource {
-            inner: RefCell::new(detector),
-        }))
+        opened(&[("rule".to_owned(), rule)], &settings, None)
     }
 
     fn restore(
@@ -104,21 +118,14 @@ impl wit::GuestDetector for DetectorResource {
         settings: String,
         snapshot: Vec<u8>,
     ) -> Result<wit::Detector, wit::ConfigError> {
-        let detector = Detector::restore(&rule, &settings, &snapshot)?;
-        Ok(wit::Detector::new(DetectorResource {
-            inner: RefCell::new(detector),
-        }))
+        opened(&[("rule".to_owned(), rule)], &settings, Some(&snapshot))
     }
 
     fn open_pack(
         rules: Vec<wit::RuleFile>,
         settings: String,
     ) -> Result<wit::Detector, wit::ConfigError> {
-        let rules: Vec<(String, String)> = rules.into_iter().map(|r| (r.source, r.text)).collect();
-        let detector = Detector::from_pack(&rules, &settings)?;
-        Ok(wit::Detector::new(DetectorResource {
-            inner: RefCell::new(detector),
-        }))
+        opened(&pack(rules), &settings, None)
     }
 
     fn restore_pack(
@@ -126,11 +133,7 @@ impl wit::GuestDetector for DetectorResource {
         settings: String,
         snapshot: Vec<u8>,
     ) -> Result<wit::Detector, wit::ConfigError> {
-        let rules: Vec<(String, String)> = rules.into_iter().map(|r| (r.source, r.text)).collect();
-        let detector = Detector::restore_pack(&rules, &settings, &snapshot)?;
-        Ok(wit::Detector::new(DetectorResource {
-            inner: RefCell::new(detector),
-        }))
+        opened(&pack(rules), &settings, Some(&snapshot))
     }
 
     fn rule_stats(&self) -> Vec<(String, wit::Stats)> {

@@ -15,7 +15,7 @@
 use js_sys::{Array, Object, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 
-use crate::{Detector as Core, Output, RecordError, RuleError};
+use crate::{Detector as Core, Output, RecordError, RuleError, Settings};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -59,46 +59,15 @@ fn usage_error(message: &str) -> JsValue {
     err.into()
 }
 
-/// Options (a plain object) as the TOML text of settings overrides.
-fn settings(options: &JsValue) -> Result<String, JsValue> {
+/// Options (a plain object) as settings: its keys are the settings' keys.
+fn settings(options: &JsValue) -> Result<Settings, JsValue> {
     if options.is_undefined() || options.is_null() {
-        return Ok(String::new());
+        return Ok(Settings::default());
     }
     let json = JSON::stringify(options)?
         .as_string()
         .ok_or_else(|| usage_error("options must be a plain object"))?;
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&json).map_err(|_| usage_error("options must be a plain object"))?;
-    let mut toml = String::new();
-    for (k, v) in map {
-        // A JSON string, integer or boolean is also valid TOML; keys are quoted.
-        let key = serde_json::Value::String(k).to_string();
-        match v {
-            serde_json::Value::String(_)
-            | serde_json::Value::Number(_)
-            | serde_json::Value::Bool(_) => toml.push_str(&format!("{key} = {v}\n")),
-            // An array of strings (`exceptions`, `kibana_exceptions`) is valid TOML too.
-            serde_json::Value::Array(ref items)
-                if items.iter().all(serde_json::Value::is_string) =>
-            {
-                toml.push_str(&format!("{key} = {v}\n"))
-            }
-            // A table of strings (`value_lists`) as an inline TOML table.
-            serde_json::Value::Object(ref table) if table.values().all(|v| v.is_string()) => {
-                let pairs: Vec<String> = table
-                    .iter()
-                    .map(|(k, v)| format!("{} = {v}", serde_json::Value::from(k.as_str())))
-                    .collect();
-                toml.push_str(&format!("{key} = {{ {} }}\n", pairs.join(", ")))
-            }
-            _ => {
-                return Err(usage_error(&format!(
-                    "option {key}: expected a string, number, boolean, array of strings or object of strings"
-                )))
-            }
-        }
-    }
-    Ok(toml)
+    Settings::from_json(&json).map_err(config_error)
 }
 
 fn stats_object(s: &crate::Stats) -> Object {
@@ -188,7 +157,7 @@ impl Detector {
         #[wasm_bindgen(unchecked_param_type = "string | string[] | undefined")] rule: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Options")] options: JsValue,
     ) -> Result<Detector, JsValue> {
-        let inner = Core::from_rules(&rules(&rule)?, &settings(&options)?).map_err(config_error)?;
+        let inner = Core::open(&rules(&rule)?, &settings(&options)?, None).map_err(config_error)?;
         Ok(Detector { inner })
     }
 
@@ -199,7 +168,7 @@ impl Detector {
         snapshot: &[u8],
         #[wasm_bindgen(unchecked_param_type = "Options")] options: JsValue,
     ) -> Result<Detector, JsValue> {
-        let inner = Core::restore_rules(&rules(&rule)?, &settings(&options)?, snapshot)
+        let inner = Core::open(&rules(&rule)?, &settings(&options)?, Some(snapshot))
             .map_err(config_error)?;
         Ok(Detector { inner })
     }

@@ -6,8 +6,8 @@
 //! after a call that never returned. The Fluent Bit module only translates its calling
 //! convention into [`Filter`] calls.
 
-use super::{first_present, read_rules, Exceptions, Files, Restored, StateFile, StatePolicy};
-use crate::rule::{ErrorPolicy, OutputMode};
+use super::{first_present, read_rules, Exceptions, Files, Restored, StateFile};
+use crate::rule::{ErrorPolicy, OutputMode, Settings};
 use crate::{with_error_field, Detector, Output, Writer};
 
 /// Where a host looks for its configuration, each list in order of preference.
@@ -131,14 +131,14 @@ impl Filter {
             [(path, _)] => path.clone(),
             many => format!("a pack of {} rules", many.len()),
         };
-        let mut settings = String::new();
+        let mut settings = Settings::default();
         if let Some(path) = found(places.exceptions)? {
             let exceptions =
                 Exceptions::read(files, &[path]).map_err(|e| format!("cannot read {e}"))?;
-            settings = exceptions.setting();
+            settings = exceptions.settings();
             source = format!("{source} with exceptions {path}");
         }
-        let detector = Detector::from_rules(&rules, &settings)
+        let detector = Detector::open(&rules, &settings, None)
             .map_err(|e| format!("{source} does not load: {e}"))?;
         // One line a rule for a few; a count for a pack of many.
         let loaded: Vec<&crate::Rule> = detector.rules().collect();
@@ -157,20 +157,14 @@ impl Filter {
             ));
         }
         let settings_of_host = detector.rule().settings.clone();
-        let file = settings_of_host.state_file.clone().map(|path| {
-            let policy = StatePolicy {
-                every_records: settings_of_host.state_every_records,
-                every_seconds: settings_of_host.state_every_seconds,
-            };
-            StateFile::new(path, policy)
-        });
+        let file = settings_of_host
+            .state_file
+            .clone()
+            .map(|path| StateFile::new(path, settings_of_host.state_policy()));
         let mut detector = match &file {
             None => detector,
             Some(f) => {
-                let open = |snapshot: Option<&[u8]>| match snapshot {
-                    None => Detector::from_rules(&rules, &settings),
-                    Some(bytes) => Detector::restore_rules(&rules, &settings, bytes),
-                };
+                let open = |snapshot: Option<&[u8]>| Detector::open(&rules, &settings, snapshot);
                 let restored = f
                     .restore(files, open)
                     .map_err(|e| format!("{source} does not load: {e}"))?;
@@ -184,7 +178,7 @@ impl Filter {
         Ok(Filter {
             state: State::Ready(Box::new(detector)),
             file,
-            policy: settings_of_host.on_error,
+            policy: settings_of_host.on_error(),
             extra_outputs: 0,
             bad_calls: 0,
         })

@@ -212,9 +212,9 @@ impl Exceptions {
         Ok(out)
     }
 
-    /// The settings text that carries them to a detector (empty for none).
-    pub fn setting(&self) -> String {
-        crate::kibana_exceptions_setting(&self.exports, &self.lists)
+    /// The settings that carry them to a detector.
+    pub fn settings(&self) -> crate::Settings {
+        crate::Settings::default().with_kibana_exceptions(&self.exports, &self.lists)
     }
 }
 

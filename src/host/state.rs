@@ -217,7 +217,7 @@ mod tests {
         let f = StateFile::new("t.state", StatePolicy::default());
         let open = |snap: Option<&[u8]>| match snap {
             None => Detector::from_config("", ""),
-            Some(b) => Detector::restore("", "", b),
+            Some(b) => Detector::open::<&str, &str>(&[], &crate::Settings::default(), Some(b)),
         };
         assert!(matches!(f.restore(&fs, open).unwrap(), Restored::Fresh(_)));
         fs.write_atomic("t.state", b"garbage").unwrap();

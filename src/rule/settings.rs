@@ -1,13 +1,19 @@
 //! Our settings: the `[newterms]` table of a rule file, then the host's overrides.
+//!
+//! One type, [`Settings`], serves every front end: a user's TOML (a rule file's
+//! `[newterms]` table, the component's settings text, the command's `--set`), the npm
+//! package's options object, and a host that builds it in code. Each key is one field,
+//! its default one accessor; an unknown key is refused.
 
-use toml::{Table, Value};
+use serde::{de, Deserialize, Serialize};
 
 use super::RuleError;
 use crate::exceptions::{parse_kibana_export, Condition, ExceptionItem, ValueLists};
 use crate::time::{self, Nanos};
 
 /// What is emitted for a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputMode {
     /// One ECS alert document per new term; everything else is dropped.
     Alert,
@@ -20,29 +26,9 @@ pub enum OutputMode {
     Matches,
 }
 
-impl OutputMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "alert" => Some(OutputMode::Alert),
-            "passthrough" => Some(OutputMode::Passthrough),
-            "annotate" => Some(OutputMode::Annotate),
-            "matches" => Some(OutputMode::Matches),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputMode::Alert => "alert",
-            OutputMode::Passthrough => "passthrough",
-            OutputMode::Annotate => "annotate",
-            OutputMode::Matches => "matches",
-        }
-    }
-}
-
 /// What the detector is fed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InputMode {
     /// Log records (the default).
     Records,
@@ -51,18 +37,9 @@ pub enum InputMode {
     Matches,
 }
 
-impl InputMode {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "records" => Some(InputMode::Records),
-            "matches" => Some(InputMode::Matches),
-            _ => None,
-        }
-    }
-}
-
 /// What a host with a single output stream (Fluent Bit) does with a record in error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ErrorPolicy {
     /// Pass the record on with a `newterms.error` field added (nothing is lost silently).
     Pass,
@@ -70,222 +47,284 @@ pub enum ErrorPolicy {
     Drop,
 }
 
-impl ErrorPolicy {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pass" => Some(ErrorPolicy::Pass),
-            "drop" => Some(ErrorPolicy::Drop),
-            _ => None,
-        }
-    }
-}
-
-/// Our settings: the `[newterms]` table of the rule file, then any overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Our settings, as a rule file's `[newterms]` table, a host's overrides or an options
+/// object give them: a key not set is `None` (or empty), and takes its default from the
+/// accessor of the same name. Unknown keys are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `output`: `alert` (default), `passthrough`, `annotate` or `matches`.
-    pub output: OutputMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputMode>,
     /// `input`: `records` (default) or `matches` (match documents from an edge).
-    pub input: InputMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputMode>,
     /// `max_terms`: the most terms the table holds (default 100,000, about 15 MiB with
     /// ARN-sized terms); when full, the term seen longest ago is evicted.
-    pub max_terms: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_terms: Option<usize>,
     /// `max_table_bytes`: the most memory the table may count, at the term's bytes plus 64
     /// per term (default 64 MiB: enough for 100,000 terms of 600 bytes); whichever of this
     /// and `max_terms` binds first evicts, oldest first. A single term over it is refused.
-    pub max_table_bytes: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_table_bytes: Option<usize>,
     /// `allowed_lateness`: how far behind the newest record time a record may be and
     /// still be decided exactly as Elastic would (default `1h`: CloudTrail delivers within
-    /// about 15 minutes, and delivery files overlap by minutes).
-    pub allowed_lateness: Nanos,
+    /// about 15 minutes, and delivery files overlap by minutes). Written as a duration
+    /// (`90m`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    pub allowed_lateness: Option<Nanos>,
     /// `max_record_bytes`: longer records are refused with a `too-large` error (default
     /// 1 MiB; CloudTrail records are at most a few hundred KiB).
-    pub max_record_bytes: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_record_bytes: Option<usize>,
     /// `on_error`: `pass` (default) or `drop`: what a host with one output stream (the
     /// Fluent Bit filter) does with a record in error. Hosts with an error channel (the
     /// component, the command) report errors there whatever this says.
-    pub on_error: ErrorPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<ErrorPolicy>,
     /// `state_file`: where a host without its own state option (the Fluent Bit module)
     /// keeps the term table across restarts, as a path it can write (default: none, the
     /// table lives in memory only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "file_path")]
     pub state_file: Option<String>,
-    /// `state_every_records`: records between state writes (default 10,000).
-    pub state_every_records: u64,
+    /// `state_every_records`: records between state writes (default 10,000, from
+    /// [`crate::host::StatePolicy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "at_least_one")]
+    pub state_every_records: Option<u64>,
     /// `state_every_seconds`: record-time seconds between state writes (default 60).
-    pub state_every_seconds: u64,
-    /// `exceptions` (KQL conditions) and `kibana_exceptions` (Kibana exception-list
-    /// exports, NDJSON text): a record matching any item does not match the rule.
-    pub exceptions: Vec<ExceptionItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "at_least_one")]
+    pub state_every_seconds: Option<u64>,
+    /// `exceptions`: KQL conditions; a record matching any does not match the rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exceptions: Vec<String>,
+    /// `kibana_exceptions`: Kibana exception-list exports (NDJSON text), read as
+    /// `exceptions` are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kibana_exceptions: Vec<String>,
     /// `value_lists`: a table from a Kibana value list's id to its values, one a line,
     /// for the exports' `type: list` entries.
+    #[serde(default, skip_serializing_if = "ValueLists::is_empty")]
     pub value_lists: ValueLists,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            output: OutputMode::Alert,
-            input: InputMode::Records,
-            max_terms: 100_000,
-            max_table_bytes: 64 << 20,
-            allowed_lateness: time::NANOS_PER_HOUR,
-            max_record_bytes: 1 << 20,
-            on_error: ErrorPolicy::Pass,
-            state_file: None,
-            state_every_records: 10_000,
-            state_every_seconds: 60,
-            exceptions: Vec::new(),
-            value_lists: ValueLists::new(),
-        }
-    }
-}
-
-const SETTING_KEYS: &[&str] = &[
-    "output",
-    "input",
-    "max_terms",
-    "max_table_bytes",
-    "allowed_lateness",
-    "max_record_bytes",
-    "on_error",
-    "state_file",
-    "state_every_records",
-    "state_every_seconds",
-    "exceptions",
-    "kibana_exceptions",
-    "value_lists",
-];
-
 impl Settings {
-    /// Applies the keys of a `[newterms]`-style table, naming `prefix.key` in errors.
-    pub(super) fn apply(&mut self, table: &Table, prefix: &str) -> Result<(), RuleError> {
-        // Value lists first: the exports in the same table name them.
-        if let Some(v) = table.get("value_lists") {
-            let key = format!("{prefix}value_lists");
-            let lists = v
-                .as_table()
-                .ok_or_else(|| RuleError::key(&key, "expected a table of list id = values"))?;
-            for (id, values) in lists {
-                let values = values.as_str().ok_or_else(|| {
-                    RuleError::key(format!("{key}.{id}"), "expected the values as a string")
-                })?;
-                self.value_lists.insert(id.clone(), values.to_owned());
+    pub fn output(&self) -> OutputMode {
+        self.output.unwrap_or(OutputMode::Alert)
+    }
+    pub fn input(&self) -> InputMode {
+        self.input.unwrap_or(InputMode::Records)
+    }
+    pub fn max_terms(&self) -> usize {
+        self.max_terms.unwrap_or(100_000)
+    }
+    pub fn max_table_bytes(&self) -> usize {
+        self.max_table_bytes.unwrap_or(64 << 20)
+    }
+    pub fn allowed_lateness(&self) -> Nanos {
+        self.allowed_lateness.unwrap_or(time::NANOS_PER_HOUR)
+    }
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes.unwrap_or(1 << 20)
+    }
+    pub fn on_error(&self) -> ErrorPolicy {
+        self.on_error.unwrap_or(ErrorPolicy::Pass)
+    }
+    /// `state_every_records` and `state_every_seconds`, defaults from the one policy.
+    pub fn state_policy(&self) -> crate::host::StatePolicy {
+        let default = crate::host::StatePolicy::default();
+        crate::host::StatePolicy {
+            every_records: self.state_every_records.unwrap_or(default.every_records),
+            every_seconds: self.state_every_seconds.unwrap_or(default.every_seconds),
+        }
+    }
+
+    /// Settings from a user's TOML text: the keys of the `[newterms]` table
+    /// (`output = "annotate"`). Errors name the key, as `newterms.<key>`.
+    pub fn from_toml(text: &str) -> Result<Settings, RuleError> {
+        if text.trim().is_empty() {
+            return Ok(Settings::default());
+        }
+        let table = super::parse_toml(text).map_err(|e| RuleError::Toml {
+            message: format!("in the settings: {}", super::toml_message(&e, text)),
+        })?;
+        Settings::from_toml_value(toml::Value::Table(table))
+    }
+
+    /// Settings from a parsed `[newterms]` table. It is flat (strings, numbers, arrays of
+    /// strings and one table of strings), so this stays within a Fluent Bit module's stack.
+    pub(super) fn from_toml_value(value: toml::Value) -> Result<Settings, RuleError> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            RuleError::key(named(&key), e.inner().message().to_owned())
+        })
+    }
+
+    /// Settings from JSON text (the npm package's options object).
+    pub fn from_json(text: &str) -> Result<Settings, RuleError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let mut message = e.inner().to_string();
+            // serde_json places its errors in the text; the key says where.
+            if let Some(at) = message.find(" at line ") {
+                message.truncate(at);
+            }
+            RuleError::key(named(&key), message)
+        })
+    }
+
+    /// These settings with `top`'s over them: a key set in `top` wins; exceptions and
+    /// exports add up; value lists merge, `top`'s winning.
+    pub fn layered(&self, top: &Settings) -> Settings {
+        // Destructured whole: a key added to the struct and not here fails to compile.
+        let Settings {
+            output,
+            input,
+            max_terms,
+            max_table_bytes,
+            allowed_lateness,
+            max_record_bytes,
+            on_error,
+            state_file,
+            state_every_records,
+            state_every_seconds,
+            exceptions,
+            kibana_exceptions,
+            value_lists,
+        } = top;
+        let mut out = self.clone();
+        out.output = output.or(out.output);
+        out.input = input.or(out.input);
+        out.max_terms = max_terms.or(out.max_terms);
+        out.max_table_bytes = max_table_bytes.or(out.max_table_bytes);
+        out.allowed_lateness = allowed_lateness.or(out.allowed_lateness);
+        out.max_record_bytes = max_record_bytes.or(out.max_record_bytes);
+        out.on_error = on_error.or(out.on_error);
+        out.state_file = state_file.clone().or(out.state_file);
+        out.state_every_records = state_every_records.or(out.state_every_records);
+        out.state_every_seconds = state_every_seconds.or(out.state_every_seconds);
+        out.exceptions.extend(exceptions.iter().cloned());
+        out.kibana_exceptions
+            .extend(kibana_exceptions.iter().cloned());
+        out.value_lists
+            .extend(value_lists.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out
+    }
+
+    /// The exception items of `exceptions` and `kibana_exceptions`, in that order; an
+    /// item that cannot be read is an error naming its key (`newterms.exceptions[1]`).
+    pub fn exception_items(&self) -> Result<Vec<ExceptionItem>, RuleError> {
+        let mut items = Vec::new();
+        for (i, text) in self.exceptions.iter().enumerate() {
+            let key = format!("newterms.exceptions[{i}]");
+            crate::query::parse(text).map_err(|e| RuleError::key(&key, e.to_string()))?;
+            items.push(ExceptionItem {
+                id: key,
+                name: text.clone(),
+                condition: Condition::Kql(text.clone()),
+            });
+        }
+        for (i, text) in self.kibana_exceptions.iter().enumerate() {
+            let export = parse_kibana_export(text, &self.value_lists).map_err(|e| {
+                RuleError::key(format!("newterms.kibana_exceptions[{i}]"), e.to_string())
+            })?;
+            items.extend(export);
+        }
+        Ok(items)
+    }
+
+    /// Adds Kibana exception-list exports and the value lists they name (for hosts that
+    /// read them from files).
+    pub fn with_kibana_exceptions<S: AsRef<str>>(
+        mut self,
+        exports: &[S],
+        lists: &ValueLists,
+    ) -> Self {
+        self.kibana_exceptions
+            .extend(exports.iter().map(|t| t.as_ref().to_owned()));
+        self.value_lists
+            .extend(lists.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+}
+
+/// `newterms.<path>`, or `newterms` for the table itself.
+fn named(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        "newterms".to_owned()
+    } else {
+        format!("newterms.{path}")
+    }
+}
+
+/// A whole number of at least 1, for counts and sizes.
+fn at_least_one<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    struct Count;
+    impl de::Visitor<'_> for Count {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number of at least 1")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u64, E> {
+            if n >= 1 {
+                Ok(n)
+            } else {
+                Err(E::custom("expected a whole number of at least 1"))
             }
         }
-        for (k, v) in table {
-            let key = format!("{prefix}{k}");
-            match k.as_str() {
-                "output" => {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
-                    self.output = OutputMode::parse(s).ok_or_else(|| {
-                        RuleError::key(
-                            &key,
-                            format!("`{s}` is not one of alert, passthrough, annotate, matches"),
-                        )
-                    })?;
-                }
-                "input" => {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
-                    self.input = InputMode::parse(s).ok_or_else(|| {
-                        RuleError::key(&key, format!("`{s}` is not one of records, matches"))
-                    })?;
-                }
-                "on_error" => {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| RuleError::key(&key, "expected a string"))?;
-                    self.on_error = ErrorPolicy::parse(s).ok_or_else(|| {
-                        RuleError::key(&key, format!("`{s}` is not one of pass, drop"))
-                    })?;
-                }
-                "state_file" => {
-                    let s = v
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .ok_or_else(|| RuleError::key(&key, "expected a file path"))?;
-                    self.state_file = Some(s.to_owned());
-                }
-                "exceptions" => {
-                    for (i, text) in strings(v, &key)?.into_iter().enumerate() {
-                        crate::query::parse(text)
-                            .map_err(|e| RuleError::key(format!("{key}[{i}]"), e.to_string()))?;
-                        self.exceptions.push(ExceptionItem {
-                            id: format!("{key}[{i}]"),
-                            name: text.to_owned(),
-                            condition: Condition::Kql(text.to_owned()),
-                        });
-                    }
-                }
-                "kibana_exceptions" => {
-                    for (i, text) in strings(v, &key)?.into_iter().enumerate() {
-                        let items = parse_kibana_export(text, &self.value_lists)
-                            .map_err(|e| RuleError::key(format!("{key}[{i}]"), e.to_string()))?;
-                        self.exceptions.extend(items);
-                    }
-                }
-                "value_lists" => {} // read above
-                "state_every_records" => self.state_every_records = positive(v, &key)? as u64,
-                "state_every_seconds" => self.state_every_seconds = positive(v, &key)? as u64,
-                "max_terms" => self.max_terms = positive(v, &key)?,
-                "max_table_bytes" => self.max_table_bytes = positive(v, &key)?,
-                "max_record_bytes" => self.max_record_bytes = positive(v, &key)?,
-                "allowed_lateness" => {
-                    let s = v.as_str().ok_or_else(|| {
-                        RuleError::key(&key, "expected a duration string such as \"1h\"")
-                    })?;
-                    self.allowed_lateness = time::parse_duration(s).ok_or_else(|| {
-                        RuleError::key(
-                            &key,
-                            format!("`{s}` is not a duration (a number and ms, s, m, h, d or w)"),
-                        )
-                    })?;
-                }
-                _ => {
-                    return Err(RuleError::key(
-                        &key,
-                        format!("unknown setting (known: {})", SETTING_KEYS.join(", ")),
-                    ))
-                }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+            match u64::try_from(n) {
+                Ok(n) => self.visit_u64(n),
+                Err(_) => Err(E::custom("expected a whole number of at least 1")),
             }
         }
-        Ok(())
     }
+    let n = d.deserialize_u64(Count)?;
+    T::try_from(n)
+        .map(Some)
+        .map_err(|_| de::Error::custom("too large"))
 }
 
-/// The settings text (`kibana_exceptions = [...]`, `value_lists = {...}`) that carries
-/// Kibana exception-list exports and the value lists they name to a detector; empty for
-/// none. For hosts that read the exports from files.
-pub fn kibana_exceptions_setting<S: AsRef<str>>(exports: &[S], lists: &ValueLists) -> String {
-    // A JSON string is a valid TOML basic string.
-    let quote = |t: &str| serde_json::Value::from(t).to_string();
-    let mut out = String::new();
-    if !exports.is_empty() {
-        let quoted: Vec<String> = exports.iter().map(|t| quote(t.as_ref())).collect();
-        out.push_str(&format!("\nkibana_exceptions = [{}]\n", quoted.join(", ")));
+/// A path that is not empty.
+fn file_path<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Err(de::Error::custom("expected a file path"));
     }
-    if !lists.is_empty() {
-        let pairs: Vec<String> = lists
-            .iter()
-            .map(|(id, values)| format!("{} = {}", quote(id), quote(values)))
-            .collect();
-        out.push_str(&format!("value_lists = {{ {} }}\n", pairs.join(", ")));
-    }
-    out
+    Ok(Some(s))
 }
 
-fn strings<'v>(v: &'v Value, key: &str) -> Result<Vec<&'v str>, RuleError> {
-    v.as_array()
-        .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| RuleError::key(key, "expected an array of strings"))
-}
+/// A duration as text (`1h`, `90m`).
+mod duration {
+    use serde::{de, Deserialize, Deserializer, Serializer};
 
-fn positive(v: &Value, key: &str) -> Result<usize, RuleError> {
-    match v.as_integer() {
-        Some(n) if n >= 1 => usize::try_from(n).map_err(|_| RuleError::key(key, "too large")),
-        _ => Err(RuleError::key(key, "expected a whole number of at least 1")),
+    use crate::time::{self, Nanos};
+
+    pub fn serialize<S: Serializer>(d: &Option<Nanos>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&time::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Nanos>, D::Error> {
+        let text = String::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a duration string such as \"1h\""))?;
+        time::parse_duration(&text).map(Some).ok_or_else(|| {
+            de::Error::custom(format!(
+                "`{text}` is not a duration (a number and ms, s, m, h, d or w)"
+            ))
+        })
     }
 }

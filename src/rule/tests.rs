@@ -1,6 +1,11 @@
 use super::*;
 use crate::time::NANOS_PER_HOUR;
 
+/// A rule file with settings as TOML text.
+fn parse(text: &str, over: &str) -> Result<Rule, RuleError> {
+    Rule::parse(text, &Settings::from_toml(over)?)
+}
+
 #[test]
 fn default_rule_facts() {
     let r = Rule::default_rule();
@@ -11,30 +16,21 @@ fn default_rule_facts() {
     assert_eq!(r.risk_score, 47);
     assert_eq!(r.threat[0]["tactic"]["id"], "TA0007");
     assert_eq!(r.settings, Settings::default());
-    assert_eq!(
-        Rule::parse("", "").unwrap(),
-        r,
-        "empty text loads the default"
-    );
+    assert_eq!(parse("", "").unwrap(), r, "empty text loads the default");
 }
 
 #[test]
 fn settings_and_overrides() {
     let text = format!("{DEFAULT_RULE}\n[newterms]\nmax_terms = 5\noutput = \"passthrough\"\n");
-    let r = Rule::parse(&text, "output = \"annotate\"\nallowed_lateness = \"2h\"").unwrap();
-    assert_eq!(r.settings.max_terms, 5);
-    assert_eq!(r.settings.output, OutputMode::Annotate);
-    assert_eq!(r.settings.allowed_lateness, 2 * NANOS_PER_HOUR);
+    let r = parse(&text, "output = \"annotate\"\nallowed_lateness = \"2h\"").unwrap();
+    assert_eq!(r.settings.max_terms(), 5);
+    assert_eq!(r.settings.output(), OutputMode::Annotate);
+    assert_eq!(r.settings.allowed_lateness(), 2 * NANOS_PER_HOUR);
 }
 
 #[test]
 fn errors_name_the_key() {
-    let key = |text: &str, over: &str| {
-        Rule::parse(text, over)
-            .unwrap_err()
-            .key_name()
-            .map(str::to_owned)
-    };
+    let key = |text: &str, over: &str| parse(text, over).unwrap_err().key_name().map(str::to_owned);
     assert_eq!(key("", "max_terms = 0"), Some("newterms.max_terms".into()));
     assert_eq!(key("", "colour = 1"), Some("newterms.colour".into()));
     assert_eq!(key("", "output = \"xml\""), Some("newterms.output".into()));
@@ -63,11 +59,8 @@ fn errors_name_the_key() {
         key(&swap("and not", "and not ("), ""),
         Some("rule.query".into())
     );
-    assert!(matches!(
-        Rule::parse("[rule\n", ""),
-        Err(RuleError::Toml { .. })
-    ));
-    let r = Rule::parse(&swap("now-10d", "now-12h"), "").unwrap();
+    assert!(matches!(parse("[rule\n", ""), Err(RuleError::Toml { .. })));
+    let r = parse(&swap("now-10d", "now-12h"), "").unwrap();
     assert_eq!(r.history_window, 12 * NANOS_PER_HOUR);
 }
 
@@ -99,7 +92,7 @@ fn a_query_error_names_its_line_and_column_in_the_file() {
     let end = start + 11 + DEFAULT_RULE[start + 11..].find("'''").unwrap() + 3;
     let rule = |query: &str| format!("{}{query}{}", &DEFAULT_RULE[..start], &DEFAULT_RULE[end..]);
     let text = rule("query = '''\nevent.action: x and\n  y: (z\n'''");
-    let e = Rule::parse(&text, "").unwrap_err();
+    let e = parse(&text, "").unwrap_err();
     let line = text.lines().position(|l| l == "  y: (z").unwrap() + 1;
     // The `(` that is not closed.
     assert!(
@@ -111,7 +104,7 @@ fn a_query_error_names_its_line_and_column_in_the_file() {
         "{e}"
     );
     let text = rule(r#"query = "a: \"x\" and b: \u0028 c""#);
-    let e = Rule::parse(&text, "").unwrap_err();
+    let e = parse(&text, "").unwrap_err();
     let line = text
         .lines()
         .position(|l| l.starts_with("query = "))
@@ -121,4 +114,113 @@ fn a_query_error_names_its_line_and_column_in_the_file() {
         matches!(e, RuleError::Query { at: Some((l, 26)), .. } if l == line),
         "{e}"
     );
+}
+
+#[test]
+fn settings_read_the_same_from_toml_and_from_json() {
+    let toml = r#"
+        output = "annotate"
+        input = "records"
+        max_terms = 5
+        max_table_bytes = 4096
+        allowed_lateness = "90m"
+        max_record_bytes = 2048
+        on_error = "drop"
+        state_file = "/var/lib/t.state"
+        state_every_records = 7
+        state_every_seconds = 9
+        exceptions = ["user.name: ci"]
+        kibana_exceptions = []
+        value_lists = { ips = "10.0.0.1" }
+    "#;
+    let from_toml = Settings::from_toml(toml).unwrap();
+    let json = r#"{"output": "annotate", "input": "records", "max_terms": 5,
+        "max_table_bytes": 4096, "allowed_lateness": "90m", "max_record_bytes": 2048,
+        "on_error": "drop", "state_file": "/var/lib/t.state", "state_every_records": 7,
+        "state_every_seconds": 9, "exceptions": ["user.name: ci"],
+        "value_lists": {"ips": "10.0.0.1"}}"#;
+    assert_eq!(Settings::from_json(json).unwrap(), from_toml);
+    assert_eq!(
+        from_toml.allowed_lateness(),
+        90 * crate::time::NANOS_PER_MIN
+    );
+    assert_eq!(from_toml.state_policy().every_records, 7);
+    // Written back by serde, read again: the same settings.
+    let written = serde_json::to_string(&from_toml).unwrap();
+    assert_eq!(Settings::from_json(&written).unwrap(), from_toml);
+    assert_eq!(
+        serde_json::to_string(&Settings::default()).unwrap(),
+        "{}",
+        "a key not set is not written"
+    );
+}
+
+#[test]
+fn settings_errors_name_the_key_in_toml_and_json() {
+    let toml = |t: &str| Settings::from_toml(t).unwrap_err();
+    let json = |t: &str| Settings::from_json(t).unwrap_err();
+    for (e, key, says) in [
+        (toml("max_term = 5"), "newterms.max_term", "unknown field"),
+        (
+            json(r#"{"max_term": 5}"#),
+            "newterms.max_term",
+            "unknown field",
+        ),
+        (toml("max_terms = 0"), "newterms.max_terms", "at least 1"),
+        (
+            json(r#"{"max_terms": -3}"#),
+            "newterms.max_terms",
+            "at least 1",
+        ),
+        (
+            json(r#"{"max_terms": "5"}"#),
+            "newterms.max_terms",
+            "at least 1",
+        ),
+        (toml("output = \"xml\""), "newterms.output", "alert"),
+        (
+            toml("allowed_lateness = \"soon\""),
+            "newterms.allowed_lateness",
+            "duration",
+        ),
+        (toml("exceptions = [1]"), "newterms.exceptions[0]", "string"),
+        (
+            toml("state_file = \"\""),
+            "newterms.state_file",
+            "file path",
+        ),
+    ] {
+        assert_eq!(e.key_name(), Some(key), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(!e.to_string().contains(" at line "), "{e}");
+    }
+}
+
+#[test]
+fn settings_layer_key_by_key() {
+    let own = Settings::from_toml(
+        "max_terms = 5\noutput = \"passthrough\"\nexceptions = [\"a: 1\"]\nvalue_lists = { l = \"x\", m = \"y\" }",
+    )
+    .unwrap();
+    let host = Settings {
+        output: Some(OutputMode::Annotate),
+        exceptions: vec!["b: 2".into()],
+        value_lists: [("m".to_owned(), "z".to_owned())].into(),
+        ..Settings::default()
+    };
+    let s = own.layered(&host);
+    assert_eq!(s.max_terms(), 5, "kept from below");
+    assert_eq!(s.output(), OutputMode::Annotate, "set above wins");
+    assert_eq!(s.exceptions, ["a: 1", "b: 2"], "exceptions add up");
+    assert_eq!(s.value_lists["l"], "x");
+    assert_eq!(s.value_lists["m"], "z");
+    assert_eq!(own.layered(&Settings::default()), own);
+    assert_eq!(Settings::default().layered(&own), own);
+    let ids: Vec<String> = s
+        .exception_items()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["newterms.exceptions[0]", "newterms.exceptions[1]"]);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use newterms::host::StatePolicy;
 
+use crate::run::args::{duration, number};
 use crate::usage;
 
 pub(crate) const HELP: &str = "\
@@ -48,8 +49,8 @@ pub(crate) struct ConsumeArgs {
     pub(crate) alerts_topic: Option<String>,
     pub(crate) errors_topic: Option<String>,
     pub(crate) rules: Vec<PathBuf>,
-    /// `[newterms]` settings lines, over each rule's.
-    pub(crate) settings: Vec<String>,
+    /// Settings from the options, over each rule's.
+    pub(crate) settings: newterms::Settings,
     pub(crate) policy: StatePolicy,
     pub(crate) batch: usize,
     pub(crate) exit_when_idle: Option<Duration>,
@@ -68,7 +69,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<ConsumeArgs>> {
         alerts_topic: None,
         errors_topic: None,
         rules: Vec::new(),
-        settings: Vec::new(),
+        settings: newterms::Settings::default(),
         policy: StatePolicy::default(),
         batch: 512,
         exit_when_idle: None,
@@ -95,18 +96,9 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<ConsumeArgs>> {
             "--alerts-topic" => a.alerts_topic = Some(value(flag)?),
             "--errors-topic" => a.errors_topic = Some(value(flag)?),
             "--rule" => a.rules.push(value(flag)?.into()),
-            "--max-terms" => {
-                let n = number(&value(flag)?, flag)?;
-                a.settings.push(format!("max_terms = {n}"));
-            }
+            "--max-terms" => a.settings.max_terms = Some(number(&value(flag)?, flag)? as usize),
             "--allowed-lateness" => {
-                let d = value(flag)?;
-                if newterms::time::parse_duration(&d).is_none() {
-                    return Err(usage(format!(
-                        "--allowed-lateness: `{d}` is not a duration"
-                    )));
-                }
-                a.settings.push(format!("allowed_lateness = \"{d}\""));
+                a.settings.allowed_lateness = Some(duration(&value(flag)?, flag)?)
             }
             "--state-every" => a.policy.every_records = number(&value(flag)?, flag)?.max(1),
             "--state-every-seconds" => a.policy.every_seconds = number(&value(flag)?, flag)?.max(1),
@@ -136,9 +128,4 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<ConsumeArgs>> {
         }
     }
     Ok(Some(a))
-}
-
-fn number(s: &str, flag: &str) -> Result<u64> {
-    s.parse()
-        .map_err(|_| usage(format!("{flag}: `{s}` is not a whole number")))
 }

@@ -39,11 +39,10 @@ pub(crate) fn consume(args: &[String]) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let rules = Rules::load(&args.rules)?;
-    let mut settings = String::from("input = \"matches\"\n");
-    for s in &args.settings {
-        settings.push_str(s);
-        settings.push('\n');
-    }
+    let settings = newterms_host::settings_text(&newterms::Settings {
+        input: Some(newterms::InputMode::Matches),
+        ..args.settings.clone()
+    });
     let rt = crate::runtime(None)?;
     let limits = Limits::for_rules(&rules, &settings);
     // The rules must load before the member joins the group.

@@ -51,7 +51,8 @@ last checkpoint (taken every 10,000 records).
 
 pub(crate) struct RunArgs {
     pub(crate) rules: Vec<PathBuf>,
-    pub(crate) settings: Vec<String>,
+    /// Settings from the options, over each rule's.
+    pub(crate) settings: newterms::Settings,
     pub(crate) errors: Option<PathBuf>,
     pub(crate) component: Option<PathBuf>,
     pub(crate) batch: usize,
@@ -70,7 +71,7 @@ pub(crate) struct RunArgs {
 pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
     let mut a = RunArgs {
         rules: Vec::new(),
-        settings: Vec::new(),
+        settings: newterms::Settings::default(),
         errors: None,
         component: None,
         batch: 256,
@@ -97,21 +98,20 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
                 std::process::exit(0);
             }
             "--rule" => a.rules.push(value("--rule")?.into()),
-            "--output" => a
-                .settings
-                .push(format!("output = {:?}", value("--output")?)),
-            "--max-terms" => a.settings.push(format!(
-                "max_terms = {}",
-                number(&value("--max-terms")?, "--max-terms")?
-            )),
-            "--allowed-lateness" => a.settings.push(format!(
-                "allowed_lateness = {:?}",
-                value("--allowed-lateness")?
-            )),
-            "--max-record-bytes" => a.settings.push(format!(
-                "max_record_bytes = {}",
-                number(&value("--max-record-bytes")?, "--max-record-bytes")?
-            )),
+            "--output" => a.settings.output = Some(choice(&value("--output")?, "--output")?),
+            "--max-terms" => {
+                a.settings.max_terms = Some(number(&value("--max-terms")?, "--max-terms")? as usize)
+            }
+            "--allowed-lateness" => {
+                a.settings.allowed_lateness = Some(duration(
+                    &value("--allowed-lateness")?,
+                    "--allowed-lateness",
+                )?)
+            }
+            "--max-record-bytes" => {
+                a.settings.max_record_bytes =
+                    Some(number(&value("--max-record-bytes")?, "--max-record-bytes")? as usize)
+            }
             "--errors" => a.errors = Some(value("--errors")?.into()),
             "--exceptions" => a.exceptions.push(value("--exceptions")?.into()),
             "--component" => a.component = Some(value("--component")?.into()),
@@ -149,7 +149,21 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
     Ok(a)
 }
 
+/// A whole number given to option `name`.
 pub(crate) fn number(s: &str, name: &str) -> Result<u64> {
     s.parse()
         .map_err(|_| usage(format!("{name}: `{s}` is not a whole number")))
+}
+
+/// A duration (`90m`) given to option `name`.
+pub(crate) fn duration(s: &str, name: &str) -> Result<newterms::time::Nanos> {
+    newterms::time::parse_duration(s)
+        .ok_or_else(|| usage(format!("{name}: `{s}` is not a duration")))
+}
+
+/// One of a setting's named values (`--output annotate`), read as the settings read it.
+fn choice<T: serde::de::DeserializeOwned>(s: &str, name: &str) -> Result<T> {
+    use serde::de::value::StrDeserializer;
+    let de = StrDeserializer::<serde::de::value::Error>::new(s);
+    T::deserialize(de).map_err(|e| usage(format!("{name}: {e}")))
 }

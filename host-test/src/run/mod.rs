@@ -186,8 +186,10 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     let files = inputs(&args.files)?;
     let rules = newterms_host::Rules::load(&args.rules).map_err(|e| usage(format!("{e:#}")))?;
     let rt = runtime(args.component.as_ref())?;
-    let mut settings = args.settings.join("\n");
-    settings.push_str(&exception_settings(&args.exceptions)?);
+    let settings = args
+        .settings
+        .layered(&exception_settings(&args.exceptions)?);
+    let settings = newterms_host::settings_text(&settings);
     let previous = match &args.state {
         Some(p) if !args.state_reset => match std::fs::read(p) {
             Ok(bytes) => Some(bytes),

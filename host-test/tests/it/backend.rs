@@ -347,7 +347,8 @@ pub fn rules_dir(label: &str, sub: &str, rules: &[(String, String)]) -> TempDir 
 /// The core's one answer a record, as a one-answer host (Fluent Bit) gives it: the
 /// record's first output, empty for none.
 pub fn first_outputs(rules: &[(String, String)], records: &[Vec<u8>]) -> Vec<String> {
-    let mut pack = newterms::Detector::from_pack(rules, "").expect("pack");
+    let mut pack =
+        newterms::Detector::open(rules, &newterms::Settings::default(), None).expect("pack");
     records
         .iter()
         .map(|r| match pack.process_collect(r).into_iter().next() {

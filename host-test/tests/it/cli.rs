@@ -588,7 +588,9 @@ fn packs_from_directories_and_check_rule_per_file() {
             None,
         );
         let text = std::fs::read_to_string(p).expect("rule");
-        let id = newterms::Rule::parse(&text, "").expect("rule").rule_id;
+        let id = newterms::Rule::parse(&text, &newterms::Settings::default())
+            .expect("rule")
+            .rule_id;
         assert_eq!(
             stdout_lines(&o).len(),
             by_rule.get(&id).copied().unwrap_or(0),

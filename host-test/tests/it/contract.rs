@@ -110,20 +110,20 @@ fn rule_text(case: &Case) -> String {
 
 /// The case's settings, with its exceptions.
 fn settings_text(case: &Case) -> String {
-    let mut s = case.settings.clone();
-    for (key, list) in [
-        ("exceptions", &case.exceptions),
-        ("kibana_exceptions", &case.kibana_exceptions),
-    ] {
-        if !list.is_empty() {
-            let items: Vec<String> = list
-                .iter()
-                .map(|t| serde_json::Value::from(t.as_str()).to_string())
-                .collect();
-            s.push_str(&format!("\n{key} = [{}]\n", items.join(", ")));
-        }
+    let lists = newterms::Settings {
+        exceptions: case.exceptions.clone(),
+        kibana_exceptions: case.kibana_exceptions.clone(),
+        value_lists: case.value_lists.clone(),
+        ..Default::default()
+    };
+    if lists == newterms::Settings::default() {
+        return case.settings.clone();
     }
-    s + &newterms::kibana_exceptions_setting::<&str>(&[], &case.value_lists)
+    format!(
+        "{}\n{}",
+        case.settings,
+        newterms_host::settings_text(&lists)
+    )
 }
 
 /// Outputs (per input) and statistics of one back end, or its load error.

@@ -183,7 +183,9 @@ fn terraform_exception() -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/exceptions/automation-user-agents.ndjson");
     let text = std::fs::read_to_string(path).expect("example exceptions");
-    newterms::kibana_exceptions_setting(&[text], &Default::default())
+    newterms_host::settings_text(
+        &newterms::Settings::default().with_kibana_exceptions(&[text], &Default::default()),
+    )
 }
 
 #[test]

@@ -75,7 +75,8 @@ fn native(d: &mut Detector, lines: &[Vec<u8>]) -> Vec<String> {
 fn every_rule_loads_and_the_set_runs_as_one_pack_as_each_rule_alone() {
     let Some(rules) = elastic_rules() else { return };
     let lines = crate::data::cloudtrail_lines();
-    let mut pack = Detector::from_pack(&rules, "").expect("the whole set loads as one pack");
+    let mut pack = Detector::open(&rules, &newterms::Settings::default(), None)
+        .expect("the whole set loads as one pack");
     let together = by_rule(native(&mut pack, &lines));
     let mut alerting = 0;
     for (source, text) in &rules {

@@ -281,7 +281,8 @@ fn a_rules_directory_runs_as_a_pack() {
         Some(&dir.0),
     )
     .expect("module");
-    let mut native = newterms::Detector::from_pack(&rules, "").expect("pack");
+    let mut native =
+        newterms::Detector::open(&rules, &newterms::Settings::default(), None).expect("pack");
     let mut records: Vec<Vec<u8>> = files("cloudtrail/invictus-ir")
         .iter()
         .flat_map(as_lines)
@@ -587,10 +588,13 @@ fn records_written_by_fluent_bit_are_decided_as_without_a_prefilter() {
                 .iter()
                 .map(|d| fluent_bit_json(d, escape_unicode).into_bytes())
                 .collect();
-            let mut core =
-                newterms::Detector::from_rules(&[("r.toml".to_owned(), rule.clone())], "")
-                    .expect("rule")
-                    .without_prefilter();
+            let mut core = newterms::Detector::open(
+                &[("r.toml".to_owned(), rule.clone())],
+                &newterms::Settings::default(),
+                None,
+            )
+            .expect("rule")
+            .without_prefilter();
             let dir = TempDir::new("written-by-fluent-bit");
             std::fs::write(dir.0.join("rule.toml"), &rule).expect("rule file");
             let mut fb = module

@@ -52,7 +52,8 @@ fn run(d: &mut Detector, records: &[String]) -> (BTreeMap<String, Vec<String>>, 
 fn each_rule_in_a_pack_alerts_as_it_does_alone() {
     let rules = pack();
     let records = newterms_host::pack::stream(7, 20_000);
-    let mut together = Detector::from_pack(&rules, "").expect("the pack loads");
+    let mut together =
+        Detector::open(&rules, &newterms::Settings::default(), None).expect("the pack loads");
     let (pack_alerts, pack_errors) = run(&mut together, &records);
     let mut alerting_rules = 0;
     let mut alone_errors = 0;
@@ -91,12 +92,13 @@ fn a_pack_snapshot_restores_each_rule_and_tolerates_changes_to_the_pack() {
     let rules = pack();
     let records = newterms_host::pack::stream(11, 6_000);
     let (first, second) = records.split_at(3_000);
-    let mut whole = Detector::from_pack(&rules, "").expect("pack");
+    let mut whole = Detector::open(&rules, &newterms::Settings::default(), None).expect("pack");
     let (expected, _) = run(&mut whole, &records);
-    let mut d = Detector::from_pack(&rules, "").expect("pack");
+    let mut d = Detector::open(&rules, &newterms::Settings::default(), None).expect("pack");
     let (mut got, _) = run(&mut d, first);
     let bytes = d.snapshot();
-    let mut restored = Detector::restore_pack(&rules, "", &bytes).expect("restores");
+    let mut restored =
+        Detector::open(&rules, &newterms::Settings::default(), Some(&bytes)).expect("restores");
     assert_eq!(restored.snapshot(), bytes);
     for (id, mut more) in run(&mut restored, second).0 {
         got.entry(id).or_default().append(&mut more);
@@ -112,7 +114,8 @@ fn a_pack_snapshot_restores_each_rule_and_tolerates_changes_to_the_pack() {
         "new.toml".into(),
         newterms_host::pack::rules(45).remove(44).1,
     ));
-    let r = Detector::restore_pack(&changed, "", &bytes).expect("restores");
+    let r =
+        Detector::open(&changed, &newterms::Settings::default(), Some(&bytes)).expect("restores");
     let held: u64 = r.all_rule_stats().iter().map(|(_, s)| s.terms_held).sum();
     let before: u64 = d.all_rule_stats()[1..]
         .iter()
@@ -122,14 +125,20 @@ fn a_pack_snapshot_restores_each_rule_and_tolerates_changes_to_the_pack() {
     // One rule alone takes its own table out of the pack's snapshot.
     let at = rules.len() - 44;
     let (_, generated) = &rules[at];
-    let one = Detector::restore(generated, "", &bytes).expect("the rule's own table");
+    let one = Detector::open(
+        &[("rule", generated)],
+        &newterms::Settings::default(),
+        Some(&bytes),
+    )
+    .expect("the rule's own table");
     assert_eq!(one.terms().len() as u64, d.rule_stats(at).terms_held);
     assert!(!one.terms().is_empty());
     // A snapshot of rules none of which is in the pack is refused.
     let other = Detector::from_config(&newterms_host::pack::rules(60).remove(59).1, "")
         .expect("rule")
         .snapshot();
-    let e = Detector::restore_pack(&rules, "", &other).expect_err("refused");
+    let e =
+        Detector::open(&rules, &newterms::Settings::default(), Some(&other)).expect_err("refused");
     assert_eq!(e.key_name(), Some("snapshot"));
 }
 
@@ -139,12 +148,12 @@ fn pack_load_errors_name_the_rule_file() {
     rules[3].1 = rules[3]
         .1
         .replace("type = \"new_terms\"", "type = \"query\"");
-    let e = Detector::from_pack(&rules, "").expect_err("refused");
+    let e = Detector::open(&rules, &newterms::Settings::default(), None).expect_err("refused");
     assert!(e.to_string().starts_with(&rules[3].0), "{e}");
     assert_eq!(e.key_name(), Some("rule.type"));
     let mut twice = pack();
     twice.push(twice[0].clone());
-    let e = Detector::from_pack(&twice, "").expect_err("duplicate id");
+    let e = Detector::open(&twice, &newterms::Settings::default(), None).expect_err("duplicate id");
     assert!(e.to_string().contains("is also the id of"), "{e}");
 }
 
@@ -152,7 +161,7 @@ fn pack_load_errors_name_the_rule_file() {
 fn the_component_runs_a_pack_as_the_core_does() {
     let rules = pack();
     let records = newterms_host::pack::stream(5, 4_000);
-    let mut native = Detector::from_pack(&rules, "").expect("pack");
+    let mut native = Detector::open(&rules, &newterms::Settings::default(), None).expect("pack");
     let mut want = Vec::new();
     for r in &records {
         native.process(r.as_bytes(), &mut |o| {
@@ -218,7 +227,7 @@ fn export_for_js(rules: &[(String, String)], records: &[String], native: &Detect
 fn distinct_fields(rules: &[(String, String)]) -> usize {
     let mut fields = std::collections::BTreeSet::new();
     for (_, text) in rules {
-        let rule = newterms::Rule::parse(text, "").expect("rule");
+        let rule = newterms::Rule::parse(text, &newterms::Settings::default()).expect("rule");
         fields.extend(rule.new_terms_fields.iter().cloned());
         let mut b = newterms::LayoutBuilder::new();
         newterms::Query::compile(&rule.query, &mut b).expect("query");
@@ -243,7 +252,8 @@ fn a_pack_of_200_rules_over_400_fields_alerts_rule_by_rule_as_alone() {
         distinct_fields(&rules)
     );
     let records = newterms_host::pack::wide_stream(11, 30_000, rules.len());
-    let mut together = Detector::from_pack(&rules, "").expect("the pack loads");
+    let mut together =
+        Detector::open(&rules, &newterms::Settings::default(), None).expect("the pack loads");
     let (pack_alerts, _) = run(&mut together, &records);
     let mut alerting = 0;
     for (i, (source, text)) in rules.iter().enumerate() {
@@ -319,7 +329,7 @@ fn export_case_with(
     records: &[String],
     rule_stats: Option<serde_json::Map<String, Value>>,
 ) {
-    let mut d = Detector::from_pack(rules, "").expect("pack");
+    let mut d = Detector::open(rules, &newterms::Settings::default(), None).expect("pack");
     let mut uuids = Vec::new();
     for r in records {
         d.process(r.as_bytes(), &mut |o| {

@@ -39,7 +39,12 @@ fn a_snapshot_is_the_same_bytes_in_every_build_and_restores_in_any() {
         .expect("restores");
     let outs = restored.process_batch(&lines).expect("batch");
     assert!(outs.is_empty(), "{} outputs after restore", outs.len());
-    let mut restored = newterms::Detector::restore("", "", &component_bytes).expect("restores");
+    let mut restored = newterms::Detector::open(
+        &[("rule", "")],
+        &newterms::Settings::default(),
+        Some(&component_bytes),
+    )
+    .expect("restores");
     assert!(lines.iter().all(|l| restored.process_collect(l).is_empty()));
 
     // A damaged snapshot is a load error naming the snapshot.
@@ -144,7 +149,12 @@ fn the_fluent_bit_state_file_survives_a_restart() {
     assert_eq!(alerts(&lines), 0, "after a restart, bert-jan is not new");
     // The file is the portable format: it restores natively.
     let bytes = std::fs::read(dir.0.join("table.state")).expect("state");
-    let d = newterms::Detector::restore("", "", &bytes).expect("restores");
+    let d = newterms::Detector::open(
+        &[("rule", "")],
+        &newterms::Settings::default(),
+        Some(&bytes),
+    )
+    .expect("restores");
     assert_eq!(d.terms().len(), 1);
     // A damaged file is moved aside, and the filter starts empty.
     std::fs::write(dir.0.join("table.state"), b"garbage").expect("write");
