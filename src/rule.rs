@@ -145,7 +145,9 @@ pub struct Rule {
     pub filters: Vec<Condition>,
     /// The exception items of the settings, read: a record matching any does not match.
     pub exceptions: Vec<ExceptionItem>,
-    /// The rule's own `[newterms]` table with the host's settings over it.
+    /// The rule's own `[newterms]` table with the host's settings over it; its exception
+    /// keys (`exceptions`, `kibana_exceptions`, `value_lists`) are read into `exceptions`
+    /// and left empty here.
     pub settings: Settings,
 }
 
@@ -167,9 +169,10 @@ impl Rule {
         } else {
             text
         };
-        let doc: Table = parse_toml(text).map_err(|e: toml::de::Error| RuleError::Toml {
+        let mut doc: Table = parse_toml(text).map_err(|e: toml::de::Error| RuleError::Toml {
             message: toml_message(&e, text),
         })?;
+        let own = doc.remove("newterms");
         let rule = get_table(&doc, "", "rule")?;
         let kind = get_str(rule, "rule.", "type")?;
         if kind != "new_terms" {
@@ -244,13 +247,20 @@ impl Rule {
             }
             None => return Err(RuleError::key("rule.risk_score", "missing")),
         };
-        let own = match doc.get("newterms") {
+        let own = match own {
             None => Settings::default(),
-            Some(own @ Value::Table(_)) => Settings::from_toml_value(own.clone())?,
+            Some(own @ Value::Table(_)) => Settings::from_toml_value(own)?,
             Some(_) => return Err(RuleError::key("newterms", "expected a table")),
         };
-        let settings = own.layered(overrides);
-        let exceptions = settings.exception_items()?;
+        let mut settings = own.layered(overrides);
+        // Each layer's items are numbered within it, the rule's first; the rule's exports
+        // read the rule's value lists, the host's read both (the host's winning).
+        let mut exceptions = own.exception_items(&own.value_lists)?;
+        exceptions.extend(overrides.exception_items(&settings.value_lists)?);
+        // Read into `exceptions`: the texts and lists are not kept a second time.
+        settings.exceptions = Vec::new();
+        settings.kibana_exceptions = Vec::new();
+        settings.value_lists = Default::default();
         let query = get_str(rule, "rule.", "query")?;
         crate::query::parse(query).map_err(|error| RuleError::Query {
             at: query_location(text, error.position()),

@@ -49,8 +49,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(errors as u64 >= s.error_total());
         let snap = d.snapshot();
-        let restored =
-            Detector::open(&[("rule", "")], &settings, Some(&snap)).unwrap();
+        let restored = Detector::open(&[("rule", "")], &settings, Some(&snap)).unwrap();
         assert_eq!(restored.snapshot(), snap);
         let mut alerted = false;
         d.process(PROBE, &mut |o| alerted |= matches!(o, Output::Emit(_)));

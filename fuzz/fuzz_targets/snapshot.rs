@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
             data,
             "decode then encode must give the same bytes"
         );
-        let _ = newterms::Detector::open(&[("rule", "")], &newterms::Settings::default(), Some(data));
+        let _ =
+            newterms::Detector::open(&[("rule", "")], &newterms::Settings::default(), Some(data));
     }
 });

@@ -52,6 +52,20 @@ test("a rule pack gives the core's alerts and per-rule counters", () => {
   assert.throws(() => new Detector([pack.rules[0], pack.rules[0]]), (e) => e.kind === "config" && /rules\[1\]/.test(e.message));
 });
 
+test("options are the settings' keys: null leaves one unset, an unknown one names itself", () => {
+  const record = { eventTime: "2026-01-01T00:00:00Z", eventSource: "sts.amazonaws.com", eventName: "GetCallerIdentity", userIdentity: { type: "IAMUser", arn: "arn:aws:iam::1:user/a" } };
+  const unset = new Detector(undefined, { max_terms: null, output: null, exceptions: ["user_agent.original: never"] });
+  assert.equal(unset.process(record).length, 1, "null is the default, not an error");
+  const annotate = new Detector(undefined, { output: "annotate", max_terms: 1 });
+  assert.ok(annotate.process(record)[0].record["kibana.alert.uuid"]);
+  assert.throws(() => new Detector(undefined, { max_term: 5 }), (e) => e.kind === "config" && e.key === "newterms.max_term");
+  assert.throws(() => new Detector(undefined, { max_terms: 0 }), (e) => e.kind === "config" && e.key === "newterms.max_terms" && /at least 1/.test(e.message));
+  assert.throws(() => new Detector(undefined, { output: 3 }), (e) => e.kind === "config" && e.key === "newterms.output");
+  for (const bad of ["max_terms = 5", [1], 7]) {
+    assert.throws(() => new Detector(undefined, bad), (e) => e.kind === "usage" && /plain object/.test(e.message));
+  }
+});
+
 test("a bad record never throws away the batch", () => {
   const d = new Detector();
   const good = { eventTime: "2026-01-01T00:00:00Z", eventSource: "sts.amazonaws.com", eventName: "GetCallerIdentity", userIdentity: { type: "IAMUser", arn: "arn:aws:iam::1:user/a" } };

@@ -143,12 +143,10 @@ impl Limits {
 
 /// Settings as the text the component's `open` takes: TOML, written by serde, one
 /// `key = value` line a key (tables inline), so that it also reads as the body of a rule
-/// file's `[newterms]` table.
-pub fn settings_text(settings: &newterms::Settings) -> String {
-    // Every field serializes to a TOML string, integer, array or table of strings.
-    let table =
-        toml::Table::try_from(settings).unwrap_or_else(|e| unreachable!("settings serialize: {e}"));
-    table.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+/// file's `[newterms]` table. A number TOML cannot hold (over 2^63 - 1) is an error.
+pub fn settings_text(settings: &newterms::Settings) -> Result<String, toml::ser::Error> {
+    let table = toml::Table::try_from(settings)?;
+    Ok(table.iter().map(|(k, v)| format!("{k} = {v}\n")).collect())
 }
 
 /// How often the engine's epoch advances: the resolution of `max_call`.
@@ -729,12 +727,17 @@ mod tests {
             value_lists: [("ips".to_owned(), "10.0.0.1\n10.0.0.2".to_owned())].into(),
             ..Settings::default()
         };
-        let text = settings_text(&s);
+        let text = settings_text(&s).unwrap();
         assert_eq!(Settings::from_toml(&text).unwrap(), s, "{text}");
         // The same lines are the body of a rule file's `[newterms]` table.
         let rule = format!("{}\n[newterms]\n{text}", newterms::DEFAULT_RULE);
         let table: toml::Table = rule.parse().unwrap();
         assert_eq!(table["newterms"]["max_terms"].as_integer(), Some(7));
-        assert_eq!(settings_text(&Settings::default()), "");
+        assert_eq!(settings_text(&Settings::default()).unwrap(), "");
+        let huge = Settings {
+            max_terms: Some(usize::MAX),
+            ..Settings::default()
+        };
+        assert!(settings_text(&huge).is_err(), "refused, not a panic");
     }
 }

@@ -155,7 +155,8 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
         ));
     }
     let typed = exception_settings(&exceptions)?;
-    let settings = newterms_host::settings_text(&typed);
+    let settings =
+        newterms_host::settings_text(&typed).map_err(|e| usage(format!("the settings: {e}")))?;
     let rt = runtime(None)?;
     let files = newterms_host::rule_files(&paths)?;
     let (mut loaded, mut failed) = (Vec::new(), 0usize);

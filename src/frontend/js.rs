@@ -59,15 +59,21 @@ fn usage_error(message: &str) -> JsValue {
     err.into()
 }
 
-/// Options (a plain object) as settings: its keys are the settings' keys.
+/// Options (a plain object) as settings: its keys are the settings' keys, and a key
+/// whose value is `null` or `undefined` is not set.
 fn settings(options: &JsValue) -> Result<Settings, JsValue> {
     if options.is_undefined() || options.is_null() {
         return Ok(Settings::default());
     }
-    let json = JSON::stringify(options)?
-        .as_string()
-        .ok_or_else(|| usage_error("options must be a plain object"))?;
-    Settings::from_json(&json).map_err(config_error)
+    let plain = || usage_error("options must be a plain object");
+    if !options.is_object() || Array::is_array(options) {
+        return Err(plain());
+    }
+    let json = JSON::stringify(options)?.as_string().ok_or_else(plain)?;
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&json).map_err(|_| plain())?;
+    map.retain(|_, v| !v.is_null());
+    Settings::from_json(&serde_json::Value::Object(map).to_string()).map_err(config_error)
 }
 
 fn stats_object(s: &crate::Stats) -> Object {

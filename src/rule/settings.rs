@@ -1,8 +1,8 @@
 //! Our settings: the `[newterms]` table of a rule file, then the host's overrides.
 //!
 //! One type, [`Settings`], serves every front end: a user's TOML (a rule file's
-//! `[newterms]` table, the component's settings text, the command's `--set`), the npm
-//! package's options object, and a host that builds it in code. Each key is one field,
+//! `[newterms]` table, the component's settings text), the npm package's options object,
+//! and a host that builds it in code (the command, from its options). Each key is one field,
 //! its default one accessor; an unknown key is refused.
 
 use serde::{de, Deserialize, Serialize};
@@ -51,13 +51,15 @@ pub enum ErrorPolicy {
 /// object give them: a key not set is `None` (or empty), and takes its default from the
 /// accessor of the same name. Unknown keys are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table of newterms settings")]
 pub struct Settings {
     /// `output`: `alert` (default), `passthrough`, `annotate` or `matches`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "one_of")]
     pub output: Option<OutputMode>,
     /// `input`: `records` (default) or `matches` (match documents from an edge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "one_of")]
     pub input: Option<InputMode>,
     /// `max_terms`: the most terms the table holds (default 100,000, about 15 MiB with
     /// ARN-sized terms); when full, the term seen longest ago is evicted.
@@ -85,6 +87,7 @@ pub struct Settings {
     /// Fluent Bit filter) does with a record in error. Hosts with an error channel (the
     /// component, the command) report errors there whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "one_of")]
     pub on_error: Option<ErrorPolicy>,
     /// `state_file`: where a host without its own state option (the Fluent Bit module)
     /// keeps the term table across restarts, as a path it can write (default: none, the
@@ -169,15 +172,20 @@ impl Settings {
     /// Settings from JSON text (the npm package's options object).
     pub fn from_json(text: &str) -> Result<Settings, RuleError> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let mut message = e.inner().to_string();
+        let error = |e: serde_json::Error, key: &str| {
+            let mut message = e.to_string();
             // serde_json places its errors in the text; the key says where.
             if let Some(at) = message.find(" at line ") {
                 message.truncate(at);
             }
-            RuleError::key(named(&key), message)
-        })
+            RuleError::key(named(key), message)
+        };
+        let settings = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+            let key = e.path().to_string();
+            error(e.into_inner(), &key)
+        })?;
+        de.end().map_err(|e| error(e, ""))?;
+        Ok(settings)
     }
 
     /// These settings with `top`'s over them: a key set in `top` wins; exceptions and
@@ -218,9 +226,10 @@ impl Settings {
         out
     }
 
-    /// The exception items of `exceptions` and `kibana_exceptions`, in that order; an
-    /// item that cannot be read is an error naming its key (`newterms.exceptions[1]`).
-    pub fn exception_items(&self) -> Result<Vec<ExceptionItem>, RuleError> {
+    /// The exception items of this layer's `exceptions` and `kibana_exceptions`, in that
+    /// order, the exports' list entries read from `lists`; an item that cannot be read is
+    /// an error naming its key (`newterms.exceptions[1]`, counted within this layer).
+    pub fn exception_items(&self, lists: &ValueLists) -> Result<Vec<ExceptionItem>, RuleError> {
         let mut items = Vec::new();
         for (i, text) in self.exceptions.iter().enumerate() {
             let key = format!("newterms.exceptions[{i}]");
@@ -232,7 +241,7 @@ impl Settings {
             });
         }
         for (i, text) in self.kibana_exceptions.iter().enumerate() {
-            let export = parse_kibana_export(text, &self.value_lists).map_err(|e| {
+            let export = parse_kibana_export(text, lists).map_err(|e| {
                 RuleError::key(format!("newterms.kibana_exceptions[{i}]"), e.to_string())
             })?;
             items.extend(export);
@@ -294,6 +303,19 @@ where
     T::try_from(n)
         .map(Some)
         .map_err(|_| de::Error::custom("too large"))
+}
+
+/// One of an enum's names, read as a string first so that any other type is refused as
+/// "expected a string" (the names themselves are the enum's, `rename_all`).
+fn one_of<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use de::IntoDeserializer;
+    let name = String::deserialize(d)?;
+    let named: de::value::StrDeserializer<'_, de::value::Error> = name.as_str().into_deserializer();
+    T::deserialize(named).map(Some).map_err(de::Error::custom)
 }
 
 /// A path that is not empty.

@@ -189,6 +189,12 @@ fn settings_errors_name_the_key_in_toml_and_json() {
             "newterms.state_file",
             "file path",
         ),
+        (
+            json(r#"{"output": 1}"#),
+            "newterms.output",
+            "expected a string",
+        ),
+        (json(r#"{"max_terms": 5} x"#), "newterms", "trailing"),
     ] {
         assert_eq!(e.key_name(), Some(key), "{e}");
         assert!(e.to_string().contains(says), "{e}");
@@ -216,11 +222,64 @@ fn settings_layer_key_by_key() {
     assert_eq!(s.value_lists["m"], "z");
     assert_eq!(own.layered(&Settings::default()), own);
     assert_eq!(Settings::default().layered(&own), own);
-    let ids: Vec<String> = s
-        .exception_items()
-        .unwrap()
-        .into_iter()
-        .map(|i| i.id)
+}
+
+#[test]
+fn exception_items_are_numbered_within_their_layer_the_rules_first() {
+    let export = |list: &str| {
+        format!(
+            "{{\"list_id\":\"l\",\"type\":\"detection\",\"name\":\"L\"}}\n{{\"item_id\":\"{list}-item\",\"list_id\":\"l\",\"name\":\"I\",\"type\":\"simple\",\"entries\":[{{\"field\":\"source.ip\",\"operator\":\"included\",\"type\":\"list\",\"list\":{{\"id\":\"{list}\",\"type\":\"ip\"}}}}]}}"
+        )
+    };
+    let own = Settings {
+        exceptions: vec!["a: 1".into()],
+        kibana_exceptions: vec![export("own")],
+        value_lists: [("own".to_owned(), "10.0.0.1".to_owned())].into(),
+        ..Settings::default()
+    };
+    let rule = format!("{DEFAULT_RULE}\n[newterms]\n{}", toml_body(&own));
+    let host = Settings {
+        exceptions: vec!["b: 2".into()],
+        kibana_exceptions: vec![export("own"), export("host")],
+        value_lists: [("host".to_owned(), "10.0.0.2".to_owned())].into(),
+        ..Settings::default()
+    };
+    let r = Rule::parse(&rule, &host).unwrap();
+    let ids: Vec<&str> = r.exceptions.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "newterms.exceptions[0]",
+            "own-item",
+            "newterms.exceptions[0]",
+            "own-item",
+            "host-item"
+        ],
+        "the rule's items, then the host's; the host's exports read both layers' lists"
+    );
+    assert!(r.settings.exceptions.is_empty() && r.settings.value_lists.is_empty());
+    // The rule's own exports read only the rule's lists.
+    let mut own_needs_host = own.clone();
+    own_needs_host.kibana_exceptions = vec![export("host")];
+    let rule = format!("{DEFAULT_RULE}\n[newterms]\n{}", toml_body(&own_needs_host));
+    let e = Rule::parse(&rule, &host).unwrap_err();
+    assert_eq!(e.key_name(), Some("newterms.kibana_exceptions[0]"), "{e}");
+}
+
+/// The exception keys of settings as the lines of a `[newterms]` table (a JSON string is a
+/// TOML basic string).
+fn toml_body(s: &Settings) -> String {
+    let q = |t: &str| serde_json::Value::from(t).to_string();
+    let list = |v: &[String]| v.iter().map(|t| q(t)).collect::<Vec<_>>().join(", ");
+    let lists: Vec<String> = s
+        .value_lists
+        .iter()
+        .map(|(k, v)| format!("{} = {}", q(k), q(v)))
         .collect();
-    assert_eq!(ids, ["newterms.exceptions[0]", "newterms.exceptions[1]"]);
+    format!(
+        "exceptions = [{}]\nkibana_exceptions = [{}]\nvalue_lists = {{ {} }}\n",
+        list(&s.exceptions),
+        list(&s.kibana_exceptions),
+        lists.join(", ")
+    )
 }

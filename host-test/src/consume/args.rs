@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use newterms::host::StatePolicy;
 
-use crate::run::args::{duration, number};
+use crate::run::args::{count, duration, number};
 use crate::usage;
 
 pub(crate) const HELP: &str = "\
@@ -96,7 +96,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Option<ConsumeArgs>> {
             "--alerts-topic" => a.alerts_topic = Some(value(flag)?),
             "--errors-topic" => a.errors_topic = Some(value(flag)?),
             "--rule" => a.rules.push(value(flag)?.into()),
-            "--max-terms" => a.settings.max_terms = Some(number(&value(flag)?, flag)? as usize),
+            "--max-terms" => a.settings.max_terms = Some(count(&value(flag)?, flag)?),
             "--allowed-lateness" => {
                 a.settings.allowed_lateness = Some(duration(&value(flag)?, flag)?)
             }

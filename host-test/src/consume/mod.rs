@@ -42,7 +42,8 @@ pub(crate) fn consume(args: &[String]) -> Result<ExitCode> {
     let settings = newterms_host::settings_text(&newterms::Settings {
         input: Some(newterms::InputMode::Matches),
         ..args.settings.clone()
-    });
+    })
+    .map_err(|e| crate::usage(format!("the settings: {e}")))?;
     let rt = crate::runtime(None)?;
     let limits = Limits::for_rules(&rules, &settings);
     // The rules must load before the member joins the group.

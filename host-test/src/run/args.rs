@@ -100,7 +100,7 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--rule" => a.rules.push(value("--rule")?.into()),
             "--output" => a.settings.output = Some(choice(&value("--output")?, "--output")?),
             "--max-terms" => {
-                a.settings.max_terms = Some(number(&value("--max-terms")?, "--max-terms")? as usize)
+                a.settings.max_terms = Some(count(&value("--max-terms")?, "--max-terms")?)
             }
             "--allowed-lateness" => {
                 a.settings.allowed_lateness = Some(duration(
@@ -110,7 +110,7 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
             }
             "--max-record-bytes" => {
                 a.settings.max_record_bytes =
-                    Some(number(&value("--max-record-bytes")?, "--max-record-bytes")? as usize)
+                    Some(count(&value("--max-record-bytes")?, "--max-record-bytes")?)
             }
             "--errors" => a.errors = Some(value("--errors")?.into()),
             "--exceptions" => a.exceptions.push(value("--exceptions")?.into()),
@@ -153,6 +153,15 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
 pub(crate) fn number(s: &str, name: &str) -> Result<u64> {
     s.parse()
         .map_err(|_| usage(format!("{name}: `{s}` is not a whole number")))
+}
+
+/// A count or size given to option `name`, as a setting can hold it.
+pub(crate) fn count(s: &str, name: &str) -> Result<usize> {
+    let n = number(s, name)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|_| i64::try_from(n).is_ok())
+        .ok_or_else(|| usage(format!("{name}: `{s}` is too large")))
 }
 
 /// A duration (`90m`) given to option `name`.

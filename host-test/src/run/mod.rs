@@ -189,7 +189,8 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     let settings = args
         .settings
         .layered(&exception_settings(&args.exceptions)?);
-    let settings = newterms_host::settings_text(&settings);
+    let settings =
+        newterms_host::settings_text(&settings).map_err(|e| usage(format!("the settings: {e}")))?;
     let previous = match &args.state {
         Some(p) if !args.state_reset => match std::fs::read(p) {
             Ok(bytes) => Some(bytes),

@@ -122,7 +122,7 @@ fn settings_text(case: &Case) -> String {
     format!(
         "{}\n{}",
         case.settings,
-        newterms_host::settings_text(&lists)
+        newterms_host::settings_text(&lists).expect("settings")
     )
 }
 

@@ -186,6 +186,7 @@ fn terraform_exception() -> String {
     newterms_host::settings_text(
         &newterms::Settings::default().with_kibana_exceptions(&[text], &Default::default()),
     )
+    .expect("settings")
 }
 
 #[test]
