@@ -1,7 +1,7 @@
 //! Throughput of every path on the same generated CloudTrail mix, side by side, plus the
 //! cost against the number of terms held, bytes per term, and an optional soak.
 //!
-//! `bash .ci/bench [--records N] [--runs R] [--soak N]` (or `cargo bench -p host-test
+//! `bash .ci/bench [--records N] [--runs R] [--soak N] [--only-elastic]` (or `cargo bench -p host-test
 //! --bench throughput -- ...`). Times are medians of R runs; every path must agree on what
 //! it found, or the benchmark fails.
 
@@ -25,6 +25,8 @@ struct Args {
     runs: usize,
     soak: Option<usize>,
     skip_terms: bool,
+    /// Only the table of Elastic's whole set (`--only-elastic`).
+    only_elastic: bool,
 }
 
 fn args() -> Result<Args> {
@@ -33,6 +35,7 @@ fn args() -> Result<Args> {
         runs: 5,
         soak: None,
         skip_terms: false,
+        only_elastic: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -46,6 +49,7 @@ fn args() -> Result<Args> {
             "--runs" => a.runs = num("--runs")?.max(1),
             "--soak" => a.soak = Some(num("--soak")?),
             "--skip-terms" => a.skip_terms = true,
+            "--only-elastic" => a.only_elastic = true,
             "--bench" => {}
             other => bail!("unknown argument {other}"),
         }
@@ -268,6 +272,9 @@ fn main() -> Result<()> {
     println!("machine: {}; medians of {} runs", machine(), a.runs);
 
     let rt = Runtime::embedded()?;
+    if a.only_elastic {
+        return elastic_set(&a, &rt, &records);
+    }
     let batches: Vec<Vec<Vec<u8>>> = records
         .chunks(256)
         .map(|c| c.iter().map(|r| r.as_bytes().to_vec()).collect())

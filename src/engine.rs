@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
 use crate::gate::Gate;
+use crate::index::{Admissions, Foretold, IndexFields, IndexOf};
 use crate::record::{FieldId, Layout, RecordView};
 use crate::rule::{InputMode, OutputMode, Rule};
 use crate::stats::Stats;
@@ -55,6 +56,56 @@ pub struct Detector {
     /// The one rule's prefilter, for judging the lines of a buffer together (taken while
     /// a buffer is processed).
     line_prefilter: Option<crate::Prefilter>,
+    /// Each rule's indices, and what each index admits.
+    pub(crate) index: IndexGate,
+}
+
+/// The index as a gate: where a record's index is read from, what each index admits, and
+/// (in a pack) what the text foretold of it before the parse.
+#[derive(Debug)]
+pub(crate) struct IndexGate {
+    /// `None` when no rule has index patterns: every rule sees every record.
+    fields: Option<IndexFields>,
+    /// The host's `index` setting.
+    host: Option<String>,
+    admissions: Admissions,
+    /// What each foretold index admits (by [`Foretold`] as an index; `AfterParse`: all).
+    foretold: [Box<[bool]>; 4],
+    /// Records of each foretold index (not `AfterParse`): the rules it does not admit
+    /// count them as out of their indices.
+    foretold_records: [u64; 4],
+    /// The index text of the current record, reused.
+    buf: String,
+}
+
+impl IndexGate {
+    fn new(fields: Option<IndexFields>, host: Option<String>, mut admissions: Admissions) -> Self {
+        let all = [
+            Foretold::AfterParse,
+            Foretold::Host,
+            Foretold::CloudTrailOrUnknown,
+            Foretold::Unknown,
+        ];
+        let foretold = all.map(|f| admissions.foretold(f, host.as_deref()).into_boxed_slice());
+        IndexGate {
+            fields,
+            host,
+            admissions,
+            foretold,
+            foretold_records: [0; 4],
+            buf: String::new(),
+        }
+    }
+
+    /// Records rule `r` was kept from by what their text foretold of their index.
+    fn foretold_out(&self, r: usize) -> u64 {
+        self.foretold
+            .iter()
+            .zip(&self.foretold_records)
+            .filter(|(admits, _)| !admits[r])
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 impl Detector {
@@ -170,7 +221,14 @@ impl Detector {
         }
         let frame_total: u64 = self.frame_errors.iter().sum();
         s.records = self.stats.records;
-        s.prefiltered = self.stats.records.saturating_sub(d.offered + frame_total);
+        s.out_of_index += self.index.foretold_out(i);
+        if self.index.admissions.has_patterns(i) {
+            s.index_unknown += self.index.foretold_records[Foretold::Unknown as usize];
+        }
+        s.prefiltered = self
+            .stats
+            .records
+            .saturating_sub(d.offered + frame_total + s.out_of_index);
         s.evicted_window = c.evicted_window;
         s.evicted_capacity = c.evicted_capacity;
         s.terms_held = d.terms.len() as u64;
@@ -238,8 +296,11 @@ impl Detector {
         }
     }
 
-    /// Chooses the rules whose prefilters `text` passes, into `self.candidates`.
-    fn choose(&mut self, text: &[u8]) {
+    /// Chooses the rules whose prefilters `text` passes, into `self.candidates`, and in a
+    /// pack whose rules read their own indices, only those the index the text foretells
+    /// admits. Returns what was foretold (`None` without a gate), and whether the index
+    /// alone left no candidate.
+    fn choose(&mut self, text: &[u8]) -> (Option<Foretold>, bool) {
         self.candidates.clear();
         let Some(gate) = &self.gate else {
             for (i, d) in self.rules.iter().enumerate() {
@@ -247,7 +308,7 @@ impl Detector {
                     self.candidates.push(i as u32);
                 }
             }
-            return;
+            return (None, false);
         };
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
@@ -262,10 +323,75 @@ impl Detector {
                 candidates.push(r);
             }
         };
-        gate.open(text, &mut mark);
+        let found = gate.open(text, &mut mark);
+        let mut foretold = None;
+        let mut by_index = false;
+        let index = &mut self.index;
+        if index.fields.is_some() {
+            let f = Foretold::from_search(
+                found.names_itself(),
+                index.host.is_some(),
+                found.cloudtrail_keys(),
+            );
+            if f != Foretold::AfterParse {
+                index.foretold_records[f as usize] += 1;
+                if f == Foretold::Unknown {
+                    self.stats.index_unknown += 1;
+                }
+                let admits = &index.foretold[f as usize];
+                let opened = candidates.len();
+                candidates.retain(|&r| admits[r as usize]);
+                by_index = opened > 0 && candidates.is_empty();
+            }
+            foretold = Some(f);
+        }
         candidates.sort_unstable();
         let rules = &self.rules;
         candidates.retain(|&r| rules[r as usize].may_match(text));
+        (foretold, by_index)
+    }
+
+    /// Keeps the candidates the record's index admits (its text parsed into `view`);
+    /// false when none is left, the record then counted.
+    fn admit(&mut self, view: &RecordView<'_>, foretold: Option<Foretold>) -> bool {
+        let IndexGate {
+            fields: Some(fields),
+            host,
+            admissions,
+            buf,
+            ..
+        } = &mut self.index
+        else {
+            return true;
+        };
+        let index = fields.of_record(view, &self.layout, host.as_deref(), buf);
+        let unknown = index == IndexOf::Unknown;
+        // An unknown index is counted once: where the text foretold it, already.
+        if unknown && foretold != Some(Foretold::Unknown) {
+            self.stats.index_unknown += 1;
+        }
+        let rules = &mut self.rules;
+        if unknown {
+            for &r in &self.candidates {
+                if admissions.has_patterns(r as usize) {
+                    rules[r as usize].stats.index_unknown += 1;
+                }
+            }
+        }
+        let admits = admissions.of(index);
+        self.candidates.retain(|&r| {
+            let keep = admits.get(r as usize).copied().unwrap_or(true);
+            if !keep {
+                rules[r as usize].stats.out_of_index += 1;
+            }
+            keep
+        });
+        if self.candidates.is_empty() {
+            self.stats.records += 1;
+            self.stats.out_of_index += 1;
+            return false;
+        }
+        true
     }
 
     fn process_record(
@@ -289,14 +415,19 @@ impl Detector {
         let open_all = !object
             || delivery
             || (annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some());
+        let mut foretold = None;
         if open_all {
             self.candidates.clear();
             self.candidates.extend(0..self.rules.len() as u32);
         } else {
-            self.choose(text);
+            let by_index;
+            (foretold, by_index) = self.choose(text);
             if self.candidates.is_empty() {
                 self.stats.records += 1;
-                self.stats.prefiltered += 1;
+                match by_index {
+                    true => self.stats.out_of_index += 1,
+                    false => self.stats.prefiltered += 1,
+                }
                 if annotate {
                     Detector::pass(text, place, sink);
                 }
@@ -322,6 +453,12 @@ impl Detector {
         }
         if text.len() > limit {
             return self.fail_candidates(too_large(text, limit), place, sink);
+        }
+        if !self.admit(&view, foretold) {
+            if annotate {
+                Detector::pass(text, place, sink);
+            }
+            return;
         }
         self.decide(text, &view, place, sink);
     }

@@ -12,6 +12,10 @@
 //! search is vectorised); in WebAssembly with SIMD (the component, the npm package) it is
 //! a Teddy of our own on `simd128` ([`Teddy`]), since Aho-Corasick has no vector search
 //! there and walks the text byte by byte.
+//!
+//! When the pack's rules read only their own indices, the same search also looks for the
+//! keys a record's index is told by ([`crate::index::evidence`]), so what the text
+//! foretells of the index costs no pass of its own.
 
 use crate::query::Prefilter;
 
@@ -32,6 +36,29 @@ pub(crate) struct Gate {
     /// Whether an escape could hide a literal, so a record with escapes opens every rule
     /// (see [`crate::query::Writer`]).
     escapes_hide: bool,
+    /// For each literal, which index evidence it is ([`Found`]'s bits; 0 for none).
+    evidence: Vec<u8>,
+}
+
+/// What the search found of the index evidence literals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Found {
+    bits: u8,
+}
+
+const NAMES_ITSELF: u8 = 1;
+const CLOUDTRAIL_SOURCE: u8 = 2;
+const CLOUDTRAIL_NAME: u8 = 4;
+
+impl Found {
+    /// The record may name its own index (a literal, or an escape that could hide one).
+    pub(crate) fn names_itself(self) -> bool {
+        self.bits & NAMES_ITSELF != 0
+    }
+    /// Both keys of a raw CloudTrail record are in the text.
+    pub(crate) fn cloudtrail_keys(self) -> bool {
+        self.bits & (CLOUDTRAIL_SOURCE | CLOUDTRAIL_NAME) == CLOUDTRAIL_SOURCE | CLOUDTRAIL_NAME
+    }
 }
 
 #[derive(Debug)]
@@ -53,8 +80,9 @@ enum Search {
 }
 
 impl Gate {
-    /// The gate of rules with these prefilters (`None`: no prefilter, every record).
-    pub(crate) fn new(prefilters: &[Option<&Prefilter>]) -> Option<Gate> {
+    /// The gate of rules with these prefilters (`None`: no prefilter, every record); with
+    /// `index_evidence`, the search also reports the index evidence literals.
+    pub(crate) fn new(prefilters: &[Option<&Prefilter>], index_evidence: bool) -> Option<Gate> {
         let groups: Vec<Vec<Vec<&[u8]>>> = prefilters
             .iter()
             .map(|p| p.map(|p| p.groups()).unwrap_or_default())
@@ -87,7 +115,20 @@ impl Gate {
             .collect();
         bare.sort_unstable();
         bare.dedup();
-        let strip = bare.len() <= VECTOR_LITERALS;
+        let specials: Vec<(&[u8], u8)> = match index_evidence {
+            false => Vec::new(),
+            true => {
+                use crate::index::evidence;
+                let mut v: Vec<(&[u8], u8)> = evidence::NAMES_ITSELF
+                    .iter()
+                    .map(|l| (*l, NAMES_ITSELF))
+                    .collect();
+                v.push((evidence::CLOUDTRAIL_SOURCE, CLOUDTRAIL_SOURCE));
+                v.push((evidence::CLOUDTRAIL_NAME, CLOUDTRAIL_NAME));
+                v
+            }
+        };
+        let strip = bare.len() + specials.len() <= VECTOR_LITERALS;
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut rules_of: Vec<Vec<u32>> = Vec::new();
         let mut always = Vec::new();
@@ -110,12 +151,24 @@ impl Gate {
                 }
             }
         }
+        let mut evidence = vec![0u8; literals.len()];
+        for (lit, bit) in specials {
+            match literals.iter().position(|p| p == lit) {
+                Some(p) => evidence[p] |= bit,
+                None => {
+                    literals.push(lit.to_vec());
+                    rules_of.push(Vec::new());
+                    evidence.push(bit);
+                }
+            }
+        }
         Some(Gate {
             search: Search::new(literals)?,
             rules_of,
             always,
             rules: prefilters.len() as u32,
             escapes_hide: true,
+            evidence,
         })
     }
 
@@ -129,12 +182,16 @@ impl Gate {
             .all(|l| writer.writes_as_itself(l));
     }
 
-    /// Calls `open` with every rule the text lets through, possibly more than once.
-    pub(crate) fn open(&self, text: &[u8], open: &mut dyn FnMut(u32)) {
-        // An escape could hide any literal: every rule looks.
+    /// Calls `open` with every rule the text lets through, possibly more than once, and
+    /// says which index evidence it found.
+    pub(crate) fn open(&self, text: &[u8], open: &mut dyn FnMut(u32)) -> Found {
+        let mut found = Found::default();
+        // An escape could hide any literal: every rule looks, and the record may name its
+        // own index.
         let everything = (self.escapes_hide && crate::query::has_escape(text)) || {
-            let rules_of = &self.rules_of;
+            let (rules_of, evidence) = (&self.rules_of, &self.evidence);
             !self.search.each(text, &mut |lit| {
+                found.bits |= evidence[lit];
                 for &r in &rules_of[lit] {
                     open(r);
                 }
@@ -142,9 +199,11 @@ impl Gate {
         };
         if everything {
             (0..self.rules).for_each(open);
+            found.bits = NAMES_ITSELF | CLOUDTRAIL_SOURCE | CLOUDTRAIL_NAME;
         } else {
             self.always.iter().for_each(|&r| open(r));
         }
+        found
     }
 }
 

@@ -25,6 +25,7 @@ mod error;
 pub mod exceptions;
 mod gate;
 pub mod host;
+pub mod index;
 mod json;
 pub mod matches;
 pub mod query;

@@ -13,6 +13,7 @@ use std::fmt;
 use toml::{Table, Value};
 
 use crate::exceptions::{Condition, ExceptionItem};
+use crate::index::Patterns;
 use crate::query::QueryError;
 use crate::time::{self, Nanos, NANOS_PER_DAY};
 
@@ -145,6 +146,9 @@ pub struct Rule {
     pub filters: Vec<Condition>,
     /// The exception items of the settings, read: a record matching any does not match.
     pub exceptions: Vec<ExceptionItem>,
+    /// The indices the rule reads (`rule.index`, or the patterns of its data view); `None`
+    /// for a rule that names none: it sees every record.
+    pub index: Option<Patterns>,
     /// The rule's own `[newterms]` table with the host's settings over it; its exception
     /// keys (`exceptions`, `kibana_exceptions`, `value_lists`) are read into `exceptions`
     /// and left empty here.
@@ -152,6 +156,24 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// What a host says at load of the rule's indices: the expressions that name another
+    /// cluster's indices or a failure store (no record here is in them), and a rule that
+    /// can see no record at all.
+    pub fn index_notes(&self) -> Vec<String> {
+        let Some(p) = &self.index else {
+            return vec!["no index patterns: the rule sees every record".to_owned()];
+        };
+        let mut notes: Vec<String> = p
+            .elsewhere()
+            .iter()
+            .map(|e| format!("index `{e}` names indices of another cluster or a failure store: no record here is in them"))
+            .collect();
+        if !p.names_local() {
+            notes.push("the rule names no local index: it sees no record".to_owned());
+        }
+        notes
+    }
+
     /// The embedded default rule.
     pub fn default_rule() -> Rule {
         // The embedded file is tested to load; fall back to nothing else.
@@ -276,7 +298,9 @@ impl Rule {
                 ))
             }
         };
+        let index = index_patterns(rule, &settings)?;
         Ok(Rule {
+            index,
             rule_id: get_str(rule, "rule.", "rule_id")?.to_owned(),
             name: get_str(rule, "rule.", "name")?.to_owned(),
             severity: get_str(rule, "rule.", "severity")?.to_owned(),
@@ -494,6 +518,45 @@ fn get_str<'t>(t: &'t Table, prefix: &str, key: &str) -> Result<&'t str, RuleErr
         )),
         None => Err(RuleError::key(format!("{prefix}{key}"), "missing")),
     }
+}
+
+/// The rule's index patterns: `rule.index`, else the patterns the `data_views` setting
+/// gives its `rule.data_view_id`, else none.
+fn index_patterns(rule: &Table, settings: &Settings) -> Result<Option<Patterns>, RuleError> {
+    let strings = |key: &str, v: &Value| -> Result<Vec<String>, RuleError> {
+        match v {
+            Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| RuleError::key(key, "expected an array of index patterns")),
+            Value::String(s) => Ok(vec![s.clone()]),
+            _ => Err(RuleError::key(key, "expected an array of index patterns")),
+        }
+    };
+    let (key, list) = match (rule.get("index"), rule.get("data_view_id")) {
+        (Some(v), _) => ("rule.index", strings("rule.index", v)?),
+        (None, Some(Value::String(id))) => match settings.data_views.get(id) {
+            Some(title) => ("newterms.data_views", vec![title.clone()]),
+            None => {
+                return Err(RuleError::key(
+                    "rule.data_view_id",
+                    format!(
+                        "the rule reads data view `{id}` and names no index: give its \
+                         patterns in the data_views setting (data_views = {{ \"{id}\" = \"logs-*\" }})"
+                    ),
+                ))
+            }
+        },
+        (None, Some(_)) => return Err(RuleError::key("rule.data_view_id", "expected a string")),
+        (None, None) => return Ok(None),
+    };
+    if list.is_empty() {
+        return Err(RuleError::key(key, "an empty list of index patterns"));
+    }
+    Patterns::parse(&list)
+        .map(Some)
+        .map_err(|message| RuleError::key(key, message))
 }
 
 /// The `history_window_start` entry: `now-` and an amount in Elastic's date-math units

@@ -3,7 +3,7 @@
 use crate::error::ErrorKind;
 
 /// Counters since the detector was created. Every record is counted in `records` and in
-/// exactly one of `prefiltered`, `unmatched`, `excepted`, `no_term`, `suppressed`,
+/// exactly one of `prefiltered`, `out_of_index`, `unmatched`, `excepted`, `no_term`, `suppressed`,
 /// `alerted` or `errors`; `alerts` counts new terms (a record may carry several), `late` counts matched
 /// records older than the newest time by more than the allowed lateness.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -13,6 +13,13 @@ pub struct Stats {
     pub records: u64,
     /// Records rejected by the prefilter without a parse.
     pub prefiltered: u64,
+    /// Records outside the rule's indices (for a pack: outside every rule's that could
+    /// have matched them); see [`crate::index`].
+    pub out_of_index: u64,
+    /// Records whose index could not be told (no `data_stream.*`, no Beat, no `index`
+    /// setting, no `event.dataset`, not raw CloudTrail); `unknown_index` says whether
+    /// rules with index patterns see them.
+    pub index_unknown: u64,
     /// Records parsed that do not match the query.
     pub unmatched: u64,
     /// Records that match the query but also an exception item (treated as not matching).
@@ -62,6 +69,8 @@ impl Stats {
         let Stats {
             records,
             prefiltered,
+            out_of_index,
+            index_unknown,
             unmatched,
             excepted,
             matched,
@@ -78,6 +87,8 @@ impl Stats {
         let mut v: Vec<(String, u64)> = [
             ("records", records),
             ("prefiltered", prefiltered),
+            ("out_of_index", out_of_index),
+            ("index_unknown", index_unknown),
             ("unmatched", unmatched),
             ("excepted", excepted),
             ("matched", matched),
@@ -111,6 +122,8 @@ impl Stats {
             let slot = match name {
                 "records" => &mut s.records,
                 "prefiltered" => &mut s.prefiltered,
+                "out_of_index" => &mut s.out_of_index,
+                "index_unknown" => &mut s.index_unknown,
                 "unmatched" => &mut s.unmatched,
                 "excepted" => &mut s.excepted,
                 "matched" => &mut s.matched,

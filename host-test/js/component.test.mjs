@@ -11,6 +11,8 @@ const cases = JSON.parse(fs.readFileSync(path.join(target, "contract-cases.json"
 
 const STAT_NAMES = {
   noTerm: "no_term",
+  outOfIndex: "out_of_index",
+  indexUnknown: "index_unknown",
   errorsInvalidJson: "errors.invalid-json",
   errorsNotObject: "errors.not-object",
   errorsWrongType: "errors.wrong-type",

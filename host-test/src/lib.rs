@@ -666,6 +666,8 @@ impl From<&Stats> for newterms::Stats {
         let Stats {
             records,
             prefiltered,
+            out_of_index,
+            index_unknown,
             unmatched,
             excepted,
             matched,
@@ -686,6 +688,8 @@ impl From<&Stats> for newterms::Stats {
         let fields = [
             ("records", records),
             ("prefiltered", prefiltered),
+            ("out_of_index", out_of_index),
+            ("index_unknown", index_unknown),
             ("unmatched", unmatched),
             ("excepted", excepted),
             ("matched", matched),

@@ -176,6 +176,9 @@ fn check_rule(args: &[String]) -> Result<ExitCode> {
                 let rule =
                     newterms::Rule::parse(&text, &typed).map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("{shown}: ok: {} ({})", rule.name, rule.rule_id);
+                for note in rule.index_notes() {
+                    println!("  note: {note}");
+                }
                 for item in &rule.exceptions {
                     println!("  exception {}: {}", item.id, item.name);
                 }

@@ -10,8 +10,10 @@
 
 use crate::gen::{rfc3339, Rng};
 
-/// A rule file in the detection-rules format.
+/// A rule file in the detection-rules format, reading the indices `index` (TOML array
+/// items).
 pub fn rule_file(
+    index: &str,
     rule_id: &str,
     name: &str,
     query: &str,
@@ -23,6 +25,11 @@ pub fn rule_file(
         .map(|f| format!("timestamp_override = \"{f}\"\n"))
         .unwrap_or_default();
     let fields: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
+    // No `index` at all for "": the rule reads every record.
+    let index = match index {
+        "" => String::new(),
+        some => format!("index = [{some}]\n"),
+    };
     format!(
         r#"[metadata]
 creation_date = "2026/11/28"
@@ -33,8 +40,7 @@ updated_date = "2026/11/28"
 author = ["newterms"]
 description = "{name}"
 from = "now-9m"
-index = ["logs-*"]
-language = "kuery"
+{index}language = "kuery"
 license = "Elastic License v2"
 name = "{name}"
 risk_score = 21
@@ -99,6 +105,7 @@ pub fn rules(count: usize) -> Vec<(String, String)> {
                 };
             let id = format!("nt-generated-{i:03}");
             let text = rule_file(
+                INDICES[i % 4],
                 &id,
                 &format!("Generated rule {i}"),
                 &query,
@@ -109,6 +116,35 @@ pub fn rules(count: usize) -> Vec<(String, String)> {
             (format!("{id}.toml"), text)
         })
         .collect()
+}
+
+/// The indices of each of [`rules`]' four templates.
+const INDICES: [&str; 4] = [
+    r#""logs-endpoint.events.process-*", "winlogbeat-*""#,
+    r#""logs-endpoint.events.network-*", "packetbeat-*""#,
+    r#""logs-aws.cloudtrail-*""#,
+    r#""logs-endpoint.events.file-*""#,
+];
+
+/// Where a record of [`stream`] says it comes from, for a record of template `kind`: its
+/// template's data stream mostly, now and then another's, a Beat's, or nothing.
+fn origin(rng: &mut Rng, kind: usize) -> String {
+    let datasets = [
+        "endpoint.events.process",
+        "endpoint.events.network",
+        "aws.cloudtrail",
+        "endpoint.events.file",
+    ];
+    let ds = |d: &str| {
+        format!(r#","data_stream":{{"type":"logs","dataset":"{d}","namespace":"default"}}"#)
+    };
+    match rng.below(20) {
+        0 => ds(datasets[rng.below(4) as usize]),
+        1 => r#","agent":{"type":"winlogbeat","version":"8.11.0"}"#.into(),
+        2 => r#","data_stream.type":"logs","data_stream.dataset":"system.auth","data_stream.namespace":"default""#.into(),
+        3 => String::new(),
+        _ => ds(datasets[kind % 4]),
+    }
 }
 
 fn port(k: usize) -> u16 {
@@ -135,7 +171,8 @@ pub fn stream(seed: u64, n: usize) -> Vec<String> {
             format!("u{}", rng.below(40))
         };
         let host = format!("h{}", rng.below(30));
-        let rec = match rng.below(5) {
+        let shape = rng.below(5);
+        let mut rec = match shape {
             0 => {
                 let name = match rng.below(3) {
                     0 => format!("proc{k}.exe"),
@@ -218,6 +255,10 @@ pub fn stream(seed: u64, n: usize) -> Vec<String> {
                 }
             }
         };
+        // Its origin, as the last key.
+        rec.pop();
+        rec.push_str(&origin(&mut rng, shape as usize));
+        rec.push('}');
         out.push(rec);
     }
     out
@@ -266,6 +307,7 @@ pub fn wide_rules(count: usize) -> Vec<(String, String)> {
             let id = format!("nt-wide-{i:03}");
             let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
             let text = rule_file(
+                r#""logs-wide.*", "-logs-wide.excluded-*""#,
                 &id,
                 &format!("Wide rule {i}"),
                 &query,
@@ -308,8 +350,13 @@ pub fn wide_stream(seed: u64, n: usize, count: usize) -> Vec<String> {
                 3 => format!(r#""kind":"{kind}","note":"wide-{}-marker""#, if hit { i } else { i + 1 }),
                 _ => format!(r#""kind":"{kind}""#),
             };
+            let dataset = match rng.below(10) {
+                0 => "wide.excluded",
+                1 => "other",
+                _ => "wide.main",
+            };
             format!(
-                r#"{{"@timestamp":"{t}","labels":{{"r{i}":{{{body},"actor":"{actor}","host":"h{}","count":{}}}}}}}"#,
+                r#"{{"@timestamp":"{t}","labels":{{"r{i}":{{{body},"actor":"{actor}","host":"h{}","count":{}}}}},"data_stream":{{"type":"logs","dataset":"{dataset}","namespace":"default"}}}}"#,
                 rng.below(4),
                 rng.below(60)
             )

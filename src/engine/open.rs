@@ -5,6 +5,7 @@ use super::Detector;
 use crate::detection::Detection;
 use crate::error::ErrorKind;
 use crate::gate::Gate;
+use crate::index::{Admissions, IndexFields};
 use crate::record::LayoutBuilder;
 use crate::rule::{InputMode, OutputMode, Rule, RuleError, Settings};
 use crate::snapshot::{self, SnapshotError};
@@ -86,6 +87,11 @@ impl Detector {
             ));
         }
         let max_record_bytes = first.settings.max_record_bytes();
+        let host_index = first.settings.index.clone();
+        let admissions = Admissions::new(
+            rules.iter().map(|r| r.index.clone()).collect(),
+            first.settings.unknown_index(),
+        );
         let mut b = LayoutBuilder::new();
         let mut detections = Vec::with_capacity(rules.len());
         for (i, rule) in rules.into_iter().enumerate() {
@@ -96,6 +102,9 @@ impl Detector {
             detections.push(d);
         }
         let event_id = b.field("event.id");
+        let index_fields = admissions
+            .any_patterns()
+            .then(|| IndexFields::register(&mut b));
         let layout = b.build();
         for d in &mut detections {
             d.finish(&layout);
@@ -104,7 +113,7 @@ impl Detector {
             .then(|| {
                 let prefilters: Vec<Option<&crate::Prefilter>> =
                     detections.iter().map(|d| d.prefilter.as_ref()).collect();
-                Gate::new(&prefilters)
+                Gate::new(&prefilters, index_fields.is_some())
             })
             .flatten();
         let line_prefilter = match detections.as_slice() {
@@ -126,6 +135,7 @@ impl Detector {
             stamp: vec![0; n],
             generation: 0,
             line_prefilter,
+            index: super::IndexGate::new(index_fields, host_index, admissions),
         })
     }
 

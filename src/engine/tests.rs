@@ -92,7 +92,9 @@ fn rule_with(id: &str, query: &str) -> (String, String) {
                 "event.dataset: \"aws.cloudtrail\" and event.provider: \"sts.amazonaws.com\" and event.action: \"GetCallerIdentity\"\nand not aws.cloudtrail.user_identity.type: \"AssumedRole\"",
                 query,
             )
-            .replace("[\"aws.cloudtrail.user_identity.arn\"]", "[\"f\"]");
+            .replace("[\"aws.cloudtrail.user_identity.arn\"]", "[\"f\"]")
+            // Our own rules over our own records: no index, so every record is theirs.
+            .replace("index = [\"filebeat-*\", \"logs-aws.cloudtrail-*\"]\n", "");
     (id.to_owned(), text)
 }
 
@@ -109,17 +111,7 @@ fn the_gate_finds_overlapping_and_nested_literals() {
     let mut d = Detector::open(&rules, &Settings::default(), None).unwrap();
     assert!(d.gate.is_some());
     let record = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"abcdefgh"}"#;
-    let ids: Vec<String> = d
-        .process_collect(record)
-        .into_iter()
-        .map(|o| match o {
-            Output::Emit(a) => {
-                let v: serde_json::Value = serde_json::from_str(&a).unwrap();
-                v["kibana.alert.rule.rule_id"].as_str().unwrap().to_owned()
-            }
-            Output::Error(e) => panic!("{e}"),
-        })
-        .collect();
+    let ids = alert_ids(&mut d, std::str::from_utf8(record).unwrap());
     assert_eq!(ids, ["r1", "r2", "r3", "r4"]);
     // Hidden behind an escape: every rule looks.
     let escaped = br#"{"@timestamp":"2026-01-01T00:00:00Z","f":"\u007azzz"}"#;
@@ -233,4 +225,131 @@ fn restore(rule: &str, settings: &str, snapshot: &[u8]) -> Result<Detector, Rule
         &Settings::from_toml(settings)?,
         Some(snapshot),
     )
+}
+
+/// A rule over `f` that reads only `index`.
+fn indexed(id: &str, index: &str) -> (String, String) {
+    let (id, text) = rule_with(id, "f: *");
+    let text = text.replace("[rule]\n", &format!("[rule]\nindex = [{index}]\n"));
+    (id, text)
+}
+
+fn alert_ids(d: &mut Detector, record: &str) -> Vec<String> {
+    d.process_collect(record.as_bytes())
+        .into_iter()
+        .map(|o| match o {
+            Output::Emit(a) => {
+                let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+                v["kibana.alert.rule.rule_id"].as_str().unwrap().to_owned()
+            }
+            Output::Error(e) => panic!("{e}"),
+        })
+        .collect()
+}
+
+#[test]
+fn each_rule_sees_only_its_indices_in_a_pack_and_alone() {
+    let rules = [
+        indexed("ct", r#""logs-aws.cloudtrail-*""#),
+        indexed("win", r#""winlogbeat-*", "logs-windows.*""#),
+        indexed("any", r#""*", "-logs-test-*""#),
+    ];
+    let record = |n: u32, index_fields: &str| {
+        format!(r#"{{"@timestamp":"2026-01-01T00:00:00Z","f":"v{n}"{index_fields}}}"#)
+    };
+    let ds = |t: &str, d: &str, n: &str| {
+        format!(r#","data_stream":{{"type":"{t}","dataset":"{d}","namespace":"{n}"}}"#)
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (ds("logs", "aws.cloudtrail", "prod"), vec!["ct", "any"]),
+        (ds("logs", "windows.sysmon", "default"), vec!["win", "any"]),
+        (ds("logs", "test", "x"), vec![]),
+        (r#","agent":{"type":"winlogbeat","version":"8.1.0"}"#.into(), vec!["win", "any"]),
+        (r#","event":{"dataset":"aws.cloudtrail"}"#.into(), vec!["ct", "any"]),
+        // Dotted keys name the same fields.
+        (
+            r#","data_stream.type":"logs","data_stream.dataset":"aws.cloudtrail","data_stream.namespace":"d""#.into(),
+            vec!["ct", "any"],
+        ),
+        // No index of its own, not CloudTrail: unknown, skipped by default.
+        (String::new(), vec![]),
+    ];
+    for pack in [true, false] {
+        for (n, (fields, want)) in cases.iter().enumerate() {
+            let text = record(n as u32, fields);
+            let got: Vec<String> = if pack {
+                let mut d = Detector::open(&rules, &Settings::default(), None).unwrap();
+                alert_ids(&mut d, &text)
+            } else {
+                // Each rule alone gives the same answer as in the pack.
+                rules
+                    .iter()
+                    .flat_map(|r| {
+                        let mut d =
+                            Detector::open(std::slice::from_ref(r), &Settings::default(), None)
+                                .unwrap();
+                        alert_ids(&mut d, &text)
+                    })
+                    .collect()
+            };
+            assert_eq!(got, *want, "pack {pack}: {text}");
+        }
+    }
+    // A raw CloudTrail record is logs-aws.cloudtrail-default.
+    let mut d = Detector::open(&rules, &Settings::default(), None).unwrap();
+    let ct = r#"{"@timestamp":"2026-01-01T00:00:00Z","f":"x","eventSource":"s","eventName":"n"}"#;
+    assert_eq!(alert_ids(&mut d, ct), ["ct", "any"]);
+    // The host's index names a record that names none; the record's own wins.
+    let host = Settings {
+        index: Some("logs-windows.forwarded-default".into()),
+        ..Settings::default()
+    };
+    let mut d = Detector::open(&rules, &host, None).unwrap();
+    assert_eq!(alert_ids(&mut d, &record(100, "")), ["win", "any"]);
+    assert_eq!(
+        alert_ids(&mut d, &record(101, &ds("logs", "aws.cloudtrail", "p"))),
+        ["ct", "any"]
+    );
+    // `unknown_index = "match"`: every rule sees what cannot be placed.
+    let matching = Settings {
+        unknown_index: Some(crate::index::UnknownIndex::Match),
+        ..Settings::default()
+    };
+    let mut d = Detector::open(&rules, &matching, None).unwrap();
+    assert_eq!(alert_ids(&mut d, &record(102, "")), ["ct", "win", "any"]);
+}
+
+#[test]
+fn a_record_outside_a_rules_indices_leaves_its_table_alone_and_is_counted() {
+    let rules = [
+        indexed("ct", r#""logs-aws.cloudtrail-*""#),
+        indexed("w", r#""winlogbeat-*""#),
+    ];
+    let mut d = Detector::open(&rules, &Settings::default(), None).unwrap();
+    let win = r#"{"@timestamp":"2026-01-01T00:00:00Z","f":"same","agent":{"type":"winlogbeat"}}"#;
+    let ct =
+        r#"{"@timestamp":"2026-01-01T00:01:00Z","f":"same","event":{"dataset":"aws.cloudtrail"}}"#;
+    let nowhere = r#"{"@timestamp":"2026-01-01T00:02:00Z","f":"same"}"#;
+    assert_eq!(alert_ids(&mut d, win), ["w"]);
+    // The winlogbeat sighting did not enter the CloudTrail rule's table.
+    assert_eq!(alert_ids(&mut d, ct), ["ct"]);
+    assert!(alert_ids(&mut d, nowhere).is_empty());
+    let s = d.stats();
+    assert_eq!(
+        (s.records, s.alerted, s.out_of_index, s.index_unknown),
+        (3, 2, 1, 1)
+    );
+    let ct_stats = d.rule_stats(0);
+    assert_eq!((ct_stats.out_of_index, ct_stats.alerts), (2, 1));
+    assert_eq!(
+        ct_stats.records,
+        ct_stats.prefiltered
+            + ct_stats.out_of_index
+            + ct_stats.unmatched
+            + ct_stats.alerted
+            + ct_stats.suppressed
+            + ct_stats.no_term
+            + ct_stats.excepted
+            + ct_stats.error_total()
+    );
 }

@@ -71,6 +71,8 @@ impl From<Stats> for wit::Stats {
         wit::Stats {
             records: s.records,
             prefiltered: s.prefiltered,
+            out_of_index: s.out_of_index,
+            index_unknown: s.index_unknown,
             unmatched: s.unmatched,
             excepted: s.excepted,
             matched: s.matched,

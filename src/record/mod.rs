@@ -209,6 +209,11 @@ impl<'a> RecordView<'a> {
         }
     }
 
+    /// The record's own value of an ECS field, never one the CloudTrail mapping implies.
+    pub fn own<'v>(&'v self, layout: &Layout, id: FieldId) -> Field<'v, 'a> {
+        self.slot(layout.fields[id.0 as usize].ecs)
+    }
+
     /// Every scalar value of the record (a layout that collects them all; empty else).
     pub fn all_values(&self) -> &[Scalar<'a>] {
         &self.all

@@ -9,6 +9,7 @@ use serde::{de, Deserialize, Serialize};
 
 use super::RuleError;
 use crate::exceptions::{parse_kibana_export, Condition, ExceptionItem, ValueLists};
+pub use crate::index::UnknownIndex;
 use crate::time::{self, Nanos};
 
 /// What is emitted for a record.
@@ -115,6 +116,23 @@ pub struct Settings {
     /// for the exports' `type: list` entries.
     #[serde(default, skip_serializing_if = "ValueLists::is_empty")]
     pub value_lists: ValueLists,
+    /// `index`: the index the host names for the stream, for records that do not name
+    /// their own (`data_stream.*`, a Beat's `agent.type`): see [`crate::index`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "index_name")]
+    pub index: Option<String>,
+    /// `unknown_index`: `skip` (default) or `match`: whether a rule with index patterns
+    /// sees a record whose index cannot be told. `skip` is Elastic's answer (a document
+    /// is always in some index, and a rule reads only its own); a raw CloudTrail record
+    /// is never unknown, so the built-in rule on CloudTrail is unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "one_of")]
+    pub unknown_index: Option<UnknownIndex>,
+    /// `data_views`: a table from a Kibana data view's id to its index patterns (the
+    /// view's title: comma-separated patterns), for rules with `data_view_id` and no
+    /// `index`.
+    #[serde(default, skip_serializing_if = "ValueLists::is_empty")]
+    pub data_views: ValueLists,
 }
 
 impl Settings {
@@ -135,6 +153,9 @@ impl Settings {
     }
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_bytes.unwrap_or(1 << 20)
+    }
+    pub fn unknown_index(&self) -> UnknownIndex {
+        self.unknown_index.unwrap_or(UnknownIndex::Skip)
     }
     pub fn on_error(&self) -> ErrorPolicy {
         self.on_error.unwrap_or(ErrorPolicy::Pass)
@@ -206,6 +227,9 @@ impl Settings {
             exceptions,
             kibana_exceptions,
             value_lists,
+            index,
+            unknown_index,
+            data_views,
         } = top;
         let mut out = self.clone();
         out.output = output.or(out.output);
@@ -223,6 +247,10 @@ impl Settings {
             .extend(kibana_exceptions.iter().cloned());
         out.value_lists
             .extend(value_lists.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.index = index.clone().or(out.index);
+        out.unknown_index = unknown_index.or(out.unknown_index);
+        out.data_views
+            .extend(data_views.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
     }
 
@@ -316,6 +344,13 @@ where
     let name = String::deserialize(d)?;
     let named: de::value::StrDeserializer<'_, de::value::Error> = name.as_str().into_deserializer();
     T::deserialize(named).map(Some).map_err(de::Error::custom)
+}
+
+/// An index name: not empty, and no pattern (`*`, `,`) or cluster (`:`) in it.
+fn index_name<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::index::check_name(&s).map_err(de::Error::custom)?;
+    Ok(Some(s))
 }
 
 /// A path that is not empty.

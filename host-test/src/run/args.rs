@@ -27,6 +27,12 @@ Options:
   --max-terms N               most terms held (default 100000)
   --allowed-lateness DUR      e.g. 1h (default), 30m
   --max-record-bytes N        larger records are errors (default 1048576)
+  --index NAME                the index of records that name none of their own (no
+                              data_stream.*, no Beat's agent.type), e.g.
+                              logs-aws.cloudtrail-default: each rule sees only the
+                              records of its `index` patterns
+  --unknown-index MODE        skip (default) | match: whether a rule with index patterns
+                              sees a record whose index cannot be told
   --exceptions FILE           a Kibana exception-list export (NDJSON) for the rule;
                               repeatable. Matching records do not count for the rule.
   --errors FILE               write per-record errors as NDJSON to FILE (default: a count
@@ -111,6 +117,15 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
             "--max-record-bytes" => {
                 a.settings.max_record_bytes =
                     Some(count(&value("--max-record-bytes")?, "--max-record-bytes")?)
+            }
+            "--index" => {
+                let name = value("--index")?;
+                newterms::index::check_name(&name).map_err(|e| usage(format!("--index: {e}")))?;
+                a.settings.index = Some(name);
+            }
+            "--unknown-index" => {
+                a.settings.unknown_index =
+                    Some(choice(&value("--unknown-index")?, "--unknown-index")?)
             }
             "--errors" => a.errors = Some(value("--errors")?.into()),
             "--exceptions" => a.exceptions.push(value("--exceptions")?.into()),

@@ -151,3 +151,117 @@ fn the_fluent_bit_module_runs_the_whole_set_as_one_pack() {
     assert!(got.iter().any(|a| !a.is_empty()));
     assert!(got == want, "the module answers as the core");
 }
+
+/// The reference for a rule's indices, written from the rule file alone: its `index` list
+/// (no exclusions or remote clusters in Elastic's set: checked), `*` as any run.
+fn reference_admits(rule_text: &str, index: &str) -> bool {
+    fn glob(p: &[u8], t: &[u8]) -> bool {
+        // Dynamic programming over (pattern, text) prefixes: a different algorithm from
+        // the core's.
+        let mut row = vec![false; t.len() + 1];
+        row[0] = true;
+        for &c in p {
+            let mut next = vec![false; t.len() + 1];
+            if c == b'*' {
+                let mut any = false;
+                for j in 0..=t.len() {
+                    any |= row[j];
+                    next[j] = any;
+                }
+            } else {
+                for j in 1..=t.len() {
+                    next[j] = row[j - 1] && t[j - 1] == c;
+                }
+            }
+            row = next;
+        }
+        row[t.len()]
+    }
+    let doc: toml::Table = rule_text.parse().expect("rule TOML");
+    let list = doc["rule"]["index"]
+        .as_array()
+        .expect("every Elastic rule has an index");
+    list.iter().any(|p| {
+        let p = p.as_str().expect("a pattern");
+        assert!(
+            !p.starts_with('-') && !p.contains(':') && !p.contains(','),
+            "{p}"
+        );
+        glob(p.as_bytes(), index.as_bytes())
+    })
+}
+
+#[test]
+fn a_mixed_stream_of_data_streams_alerts_as_each_rule_over_its_own_indices() {
+    let Some(rules) = elastic_rules() else { return };
+    // Real CloudTrail records, each given a data stream: its own, the rules' other ones,
+    // an unrelated one, or none (a raw CloudTrail record: logs-aws.cloudtrail-default).
+    let streams = [
+        Some("aws.cloudtrail"),
+        Some("github.audit"),
+        Some("o365.audit"),
+        Some("endpoint.events.process"),
+        Some("nginx.access"),
+        None,
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut lines = Vec::new();
+    let mut indices = Vec::new();
+    for l in crate::data::cloudtrail_lines() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let stream = streams[(x % streams.len() as u64) as usize];
+        let mut v: serde_json::Value = serde_json::from_slice(&l).expect("record");
+        let index = match stream {
+            Some(d) => {
+                v["data_stream"] =
+                    serde_json::json!({"type": "logs", "dataset": d, "namespace": "default"});
+                format!("logs-{d}-default")
+            }
+            None => "logs-aws.cloudtrail-default".to_owned(),
+        };
+        lines.push(serde_json::to_vec(&v).expect("record"));
+        indices.push(index);
+    }
+    let mut pack =
+        Detector::open(&rules, &newterms::Settings::default(), None).expect("the whole set loads");
+    let got = by_rule(native(&mut pack, &lines));
+    // The reference: each rule without its `index`, over only the records its index list
+    // admits.
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut kept_out = 0;
+    for (source, text) in &rules {
+        let unindexed: String = {
+            let mut doc: toml::Table = text.parse().expect("rule TOML");
+            let rule = doc
+                .get_mut("rule")
+                .and_then(|r| r.as_table_mut())
+                .expect("rule");
+            rule.remove("index");
+            toml::to_string(&doc).expect("TOML")
+        };
+        let mut alone = Detector::from_config(&unindexed, "")
+            .unwrap_or_else(|e| panic!("{source} without its index: {e}"));
+        let mine: Vec<Vec<u8>> = lines
+            .iter()
+            .zip(&indices)
+            .filter(|(_, i)| reference_admits(text, i))
+            .map(|(l, _)| l.clone())
+            .collect();
+        kept_out += lines.len() - mine.len();
+        for (id, alerts) in by_rule(native(&mut alone, &mine)) {
+            want.entry(id).or_default().extend(alerts);
+        }
+    }
+    assert!(kept_out > 0);
+    let count = |m: &BTreeMap<String, Vec<String>>| m.values().map(Vec::len).sum::<usize>();
+    assert!(count(&want) >= 5, "the reference alerts: {}", count(&want));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the rules that alert"
+    );
+    assert!(got == want, "each rule's alerts over its own indices");
+    assert!(pack.stats().out_of_index > 0, "{:?}", pack.stats());
+}

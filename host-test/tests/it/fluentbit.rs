@@ -576,6 +576,7 @@ fn records_written_by_fluent_bit_are_decided_as_without_a_prefilter() {
         .expect("the Fluent Bit module");
     for (i, query) in queries.iter().enumerate() {
         let rule = newterms_host::pack::rule_file(
+            "",
             &format!("00000000-0000-0000-0000-00000000000{i}"),
             &format!("written by Fluent Bit {i}"),
             query,

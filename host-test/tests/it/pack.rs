@@ -66,11 +66,7 @@ fn each_rule_in_a_pack_alerts_as_it_does_alone() {
         let got = pack_alerts.get(&id).cloned().unwrap_or_default();
         assert_eq!(got.len(), expected.len(), "{source}: alert count");
         assert!(got == expected, "{source}: the alerts differ");
-        assert_eq!(
-            together.rule_stats(i),
-            alone.stats(),
-            "{source}: the counters differ"
-        );
+        assert_counters_as_alone(together.rule_stats(i), alone.stats(), source);
         alerting_rules += usize::from(!expected.is_empty());
     }
     // Most rules fire on this stream, and some records are in error for some rules.
@@ -79,7 +75,13 @@ fn each_rule_in_a_pack_alerts_as_it_does_alone() {
     // The pack's own counters count each record once and add up.
     let s = together.stats();
     assert_eq!(s.records, records.len() as u64);
-    let parts = s.prefiltered + s.unmatched + s.excepted + s.no_term + s.suppressed + s.alerted;
+    let parts = s.prefiltered
+        + s.out_of_index
+        + s.unmatched
+        + s.excepted
+        + s.no_term
+        + s.suppressed
+        + s.alerted;
     assert_eq!(parts + s.error_total(), s.records, "{s:?}");
     assert_eq!(
         s.alerts,
@@ -265,7 +267,7 @@ fn a_pack_of_200_rules_over_400_fields_alerts_rule_by_rule_as_alone() {
             pack_alerts.get(&id).cloned().unwrap_or_default() == expected,
             "{source}: the alerts differ"
         );
-        assert_eq!(together.rule_stats(i), alone.stats(), "{source}");
+        assert_counters_as_alone(together.rule_stats(i), alone.stats(), source);
         alerting += usize::from(!expected.is_empty());
     }
     assert_eq!(alerting, rules.len(), "every rule alerts on the stream");
@@ -348,4 +350,24 @@ fn export_case_with(
         .join("../target")
         .join(name);
     std::fs::write(&path, doc.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// A rule's counters in a pack equal its counters alone, but for one thing: a record whose
+/// text foretold an index the rule does not read is `out_of_index` in the pack, where alone
+/// the rule's own literals may have rejected it first (`prefiltered`), and the pack knows
+/// more records' index to be unknown.
+pub fn assert_counters_as_alone(pack: newterms::Stats, alone: newterms::Stats, source: &str) {
+    assert_eq!(
+        pack.prefiltered + pack.out_of_index,
+        alone.prefiltered + alone.out_of_index,
+        "{source}: the records the rule did not read"
+    );
+    assert!(pack.index_unknown >= alone.index_unknown, "{source}");
+    let plain = |s: newterms::Stats| newterms::Stats {
+        prefiltered: 0,
+        out_of_index: 0,
+        index_unknown: 0,
+        ..s
+    };
+    assert_eq!(plain(pack), plain(alone), "{source}: the counters differ");
 }
