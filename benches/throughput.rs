@@ -273,7 +273,8 @@ fn main() -> Result<()> {
 
     let rt = Runtime::embedded()?;
     if a.only_elastic {
-        return elastic_set(&a, &rt, &records);
+        elastic_set(&a, &rt, &records)?;
+        return hosts::real_fluent_bit(&records, a.runs.min(3));
     }
     let batches: Vec<Vec<Vec<u8>>> = records
         .chunks(256)
@@ -584,6 +585,30 @@ fn elastic_set(a: &Args, rt: &Runtime, records: &[String]) -> Result<()> {
                 base.1 / tc
             );
         }
+    }
+    println!();
+    println!("Where the whole set's time goes natively, stage by stage (each stage timed over every record it sees):");
+    println!();
+    println!("| stream | gate (search, index foretold, prefilters) | parse | index | decide | records chosen / parsed / admitted | rule decisions per admitted record |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (stream, recs) in [("CloudTrail mix", records), ("ECS stream", &ecs[..])] {
+        let mut d = Detector::open(&set, &newterms::Settings::default(), None)?;
+        let texts: Vec<&[u8]> = recs.iter().map(|r| r.as_bytes()).collect();
+        let t = d.profile_stages(&texts);
+        let total = t.gate_seconds + t.parse_seconds + t.index_seconds + t.decide_seconds;
+        let us = |s: f64| s * 1e6 / t.records as f64;
+        let cell = |s: f64| format!("{:.2} µs ({:.0}%)", us(s), 100.0 * s / total);
+        println!(
+            "| {stream} | {} | {} | {} | {} | {} / {} / {} | {:.1} |",
+            cell(t.gate_seconds),
+            cell(t.parse_seconds),
+            cell(t.index_seconds),
+            cell(t.decide_seconds),
+            t.records,
+            t.chosen,
+            t.admitted,
+            t.decisions as f64 / t.admitted.max(1) as f64
+        );
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
 use crate::gate::Gate;
-use crate::index::{Admissions, Foretold, IndexFields, IndexOf};
+use crate::index::{Admissions, Foretold, IndexFields, IndexOf, TagIndices};
 use crate::record::{FieldId, Layout, RecordView};
 use crate::rule::{InputMode, OutputMode, Rule};
 use crate::stats::Stats;
@@ -58,6 +58,8 @@ pub struct Detector {
     line_prefilter: Option<crate::Prefilter>,
     /// Each rule's indices, and what each index admits.
     pub(crate) index: IndexGate,
+    /// The gate literals the current record holds (reused).
+    seen: Vec<u32>,
 }
 
 /// The index as a gate: where a record's index is read from, what each index admits, and
@@ -66,8 +68,13 @@ pub struct Detector {
 pub(crate) struct IndexGate {
     /// `None` when no rule has index patterns: every rule sees every record.
     fields: Option<IndexFields>,
-    /// The host's `index` setting.
+    /// The index the host names for the current record: its `index` setting, or the one
+    /// `index_by_tag` gives the record's tag.
     host: Option<String>,
+    /// The `index` setting.
+    host_default: Option<String>,
+    /// The `index_by_tag` setting.
+    tags: TagIndices,
     admissions: Admissions,
     /// What each foretold index admits (by [`Foretold`] as an index; `AfterParse`: all).
     foretold: [Box<[bool]>; 4],
@@ -79,7 +86,12 @@ pub(crate) struct IndexGate {
 }
 
 impl IndexGate {
-    fn new(fields: Option<IndexFields>, host: Option<String>, mut admissions: Admissions) -> Self {
+    fn new(
+        fields: Option<IndexFields>,
+        host: Option<String>,
+        tags: TagIndices,
+        mut admissions: Admissions,
+    ) -> Self {
         let all = [
             Foretold::AfterParse,
             Foretold::Host,
@@ -89,12 +101,34 @@ impl IndexGate {
         let foretold = all.map(|f| admissions.foretold(f, host.as_deref()).into_boxed_slice());
         IndexGate {
             fields,
+            host_default: host.clone(),
             host,
+            tags,
             admissions,
             foretold,
             foretold_records: [0; 4],
             buf: String::new(),
         }
+    }
+
+    /// Names the host's index for the records from now on.
+    fn set_host(&mut self, host: Option<&str>, rules: &mut [Detection]) {
+        if self.host.as_deref() == host {
+            return;
+        }
+        // The records counted under the old host index stay with the rules it kept out.
+        let h = Foretold::Host as usize;
+        let n = std::mem::take(&mut self.foretold_records[h]);
+        for (r, d) in rules.iter_mut().enumerate() {
+            if !self.foretold[h][r] {
+                d.stats.out_of_index += n;
+            }
+        }
+        self.host = host.map(str::to_owned);
+        self.foretold[h] = self
+            .admissions
+            .foretold(Foretold::Host, self.host.as_deref())
+            .into_boxed_slice();
     }
 
     /// Records rule `r` was kept from by what their text foretold of their index.
@@ -136,6 +170,21 @@ impl Detector {
         if let Some(g) = &mut self.gate {
             g.assume(writer);
         }
+    }
+
+    /// Says which tag the next records carry (Fluent Bit passes each record's): the
+    /// `index_by_tag` setting then names their index, in place of `index`.
+    pub fn set_tag(&mut self, tag: &str) {
+        let index = &mut self.index;
+        if index.tags.is_empty() {
+            return;
+        }
+        let named = index
+            .tags
+            .of(tag)
+            .map(str::to_owned)
+            .or_else(|| index.host_default.clone());
+        index.set_host(named.as_deref(), &mut self.rules);
     }
 
     /// Changes what is emitted from the next record on (a host that selects the mode per
@@ -323,7 +372,8 @@ impl Detector {
                 candidates.push(r);
             }
         };
-        let found = gate.open(text, &mut mark);
+        let seen = &mut self.seen;
+        let found = gate.open(text, &mut mark, seen);
         let mut foretold = None;
         let mut by_index = false;
         let index = &mut self.index;
@@ -347,7 +397,11 @@ impl Detector {
         }
         candidates.sort_unstable();
         let rules = &self.rules;
-        candidates.retain(|&r| rules[r as usize].may_match(text));
+        let seen = &self.seen;
+        candidates.retain(|&r| match gate.passes(r, &found, seen) {
+            Some(decided) => decided,
+            None => rules[r as usize].may_match(text),
+        });
         (foretold, by_index)
     }
 
@@ -554,3 +608,76 @@ mod tests;
 
 #[cfg(test)]
 mod allocation;
+
+/// Where a detector's time goes, stage by stage (natively; for the benchmarks).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    pub records: usize,
+    /// The gate: the literal search, what the text foretells of the index, each chosen
+    /// rule's whole prefilter.
+    pub gate_seconds: f64,
+    /// Records some rule's prefilter let through.
+    pub chosen: usize,
+    /// Their one parse.
+    pub parse_seconds: f64,
+    /// Their index, derived and looked up.
+    pub index_seconds: f64,
+    /// Records some rule still reads after the index.
+    pub admitted: usize,
+    /// The candidates' decisions over those (query, exceptions, terms, alerts).
+    pub decide_seconds: f64,
+    /// Candidate rules summed over the records decided.
+    pub decisions: usize,
+}
+
+#[cfg(not(target_family = "wasm"))]
+impl Detector {
+    /// Runs `records` (plain records, one object each) through the record path stage by
+    /// stage, timing each stage over all of them: a profile, with the same decisions as
+    /// [`Detector::process`] made.
+    #[doc(hidden)]
+    pub fn profile_stages(&mut self, records: &[&[u8]]) -> StageTimes {
+        use std::time::Instant;
+        let mut t = StageTimes {
+            records: records.len(),
+            ..StageTimes::default()
+        };
+        let mut chosen: Vec<(usize, Vec<u32>, Option<Foretold>)> = Vec::new();
+        let start = Instant::now();
+        for (i, text) in records.iter().enumerate() {
+            let (f, _) = self.choose(text);
+            if !self.candidates.is_empty() {
+                chosen.push((i, self.candidates.clone(), f));
+            }
+        }
+        t.gate_seconds = start.elapsed().as_secs_f64();
+        t.chosen = chosen.len();
+        let start = Instant::now();
+        let views: Vec<Option<RecordView<'_>>> = chosen
+            .iter()
+            .map(|(i, _, _)| RecordView::parse(records[*i], &self.layout, false).ok())
+            .collect();
+        t.parse_seconds = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut admitted = Vec::new();
+        for ((i, cands, f), view) in chosen.iter().zip(&views) {
+            let Some(view) = view else { continue };
+            self.candidates.clone_from(cands);
+            if self.admit(view, *f) {
+                admitted.push((*i, self.candidates.clone(), view));
+            }
+        }
+        t.index_seconds = start.elapsed().as_secs_f64();
+        t.admitted = admitted.len();
+        let start = Instant::now();
+        let mut sink = |_: Output<'_>| {};
+        for (i, cands, view) in &admitted {
+            t.decisions += cands.len();
+            self.candidates.clone_from(cands);
+            self.decide(records[*i], view, None, &mut sink);
+        }
+        t.decide_seconds = start.elapsed().as_secs_f64();
+        t
+    }
+}

@@ -38,12 +38,19 @@ pub(crate) struct Gate {
     escapes_hide: bool,
     /// For each literal, which index evidence it is ([`Found`]'s bits; 0 for none).
     evidence: Vec<u8>,
+    /// When the search holds every literal of every rule's prefilter (a large pack, whose
+    /// literals keep their quotes): each rule's groups as literal ids. A rule's prefilter
+    /// is then decided from what the search found, with no search of its own.
+    exact: Option<Vec<Vec<Vec<u32>>>>,
 }
 
 /// What the search found of the index evidence literals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Found {
     bits: u8,
+    /// An escape could hide a literal: every rule was opened, and only each rule's own
+    /// prefilter can judge it.
+    everything: bool,
 }
 
 const NAMES_ITSELF: u8 = 1;
@@ -151,6 +158,29 @@ impl Gate {
                 }
             }
         }
+        // Past the vector search's literals, every literal of every group is searched
+        // as it is, so the search alone decides each prefilter (`Gate::passes`).
+        let exact = (!strip).then(|| {
+            groups
+                .iter()
+                .map(|rule| {
+                    rule.iter()
+                        .map(|g| {
+                            g.iter()
+                                .map(|lit| match literals.iter().position(|p| p == lit) {
+                                    Some(p) => p as u32,
+                                    None => {
+                                        literals.push(lit.to_vec());
+                                        rules_of.push(Vec::new());
+                                        (literals.len() - 1) as u32
+                                    }
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect()
+        });
         let mut evidence = vec![0u8; literals.len()];
         for (lit, bit) in specials {
             match literals.iter().position(|p| p == lit) {
@@ -169,6 +199,7 @@ impl Gate {
             rules: prefilters.len() as u32,
             escapes_hide: true,
             evidence,
+            exact,
         })
     }
 
@@ -182,16 +213,45 @@ impl Gate {
             .all(|l| writer.writes_as_itself(l));
     }
 
+    /// Whether rule `r`'s prefilter passes, decided from the literals the search found
+    /// (`found`, from [`Gate::open`]); `None` when the search cannot decide it (no exact
+    /// search, or the text had an escape that could hide a literal), and the rule's own
+    /// prefilter must. Sound as the prefilter is: a group holds when one of its literals
+    /// is in the text, and no escape can hide one here.
+    pub(crate) fn passes(&self, r: u32, found: &Found, seen: &[u32]) -> Option<bool> {
+        let exact = self.exact.as_ref()?;
+        if found.everything {
+            return None;
+        }
+        let groups = exact.get(r as usize)?;
+        Some(
+            groups
+                .iter()
+                .all(|g| g.iter().any(|l| seen.binary_search(l).is_ok())),
+        )
+    }
+
     /// Calls `open` with every rule the text lets through, possibly more than once, and
-    /// says which index evidence it found.
-    pub(crate) fn open(&self, text: &[u8], open: &mut dyn FnMut(u32)) -> Found {
+    /// says which index evidence it found; `seen` gets the literals found (sorted, once
+    /// each) when the search decides the prefilters ([`Gate::passes`]).
+    pub(crate) fn open(
+        &self,
+        text: &[u8],
+        open: &mut dyn FnMut(u32),
+        seen: &mut Vec<u32>,
+    ) -> Found {
         let mut found = Found::default();
+        seen.clear();
+        let collect = self.exact.is_some();
         // An escape could hide any literal: every rule looks, and the record may name its
         // own index.
         let everything = (self.escapes_hide && crate::query::has_escape(text)) || {
             let (rules_of, evidence) = (&self.rules_of, &self.evidence);
             !self.search.each(text, &mut |lit| {
                 found.bits |= evidence[lit];
+                if collect {
+                    seen.push(lit as u32);
+                }
                 for &r in &rules_of[lit] {
                     open(r);
                 }
@@ -200,8 +260,11 @@ impl Gate {
         if everything {
             (0..self.rules).for_each(open);
             found.bits = NAMES_ITSELF | CLOUDTRAIL_SOURCE | CLOUDTRAIL_NAME;
+            found.everything = true;
         } else {
             self.always.iter().for_each(|&r| open(r));
+            seen.sort_unstable();
+            seen.dedup();
         }
         found
     }
@@ -216,7 +279,11 @@ impl Search {
     }
 
     fn new(literals: Vec<Vec<u8>>) -> Option<Search> {
-        if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+        // Teddy's buckets hold a few literals each; past the vector search's literals a
+        // candidate position would check dozens, and the DFA is cheaper.
+        if cfg!(all(target_arch = "wasm32", target_feature = "simd128"))
+            && literals.len() <= VECTOR_LITERALS
+        {
             if let Some(t) = Teddy::new(&literals) {
                 return Some(Search::Teddy(Box::new(t)));
             }
@@ -233,10 +300,19 @@ impl Search {
                     .collect()
             })
             .collect();
-        let automaton = aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-            .build(&literals)
-            .ok()?;
+        // A DFA: one table lookup a byte, which is what the search costs where there is no
+        // vector search (past 64 literals, and in WAMR's interpreter, where an NFA's
+        // transitions cost several times more instructions a byte); the NFA when the DFA
+        // would be too large.
+        let builder = |kind| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                .kind(kind)
+                .build(&literals)
+                .ok()
+        };
+        let automaton =
+            builder(Some(aho_corasick::AhoCorasickKind::DFA)).or_else(|| builder(None))?;
         Some(Search::AhoCorasick {
             automaton,
             literals,

@@ -158,6 +158,45 @@ impl Patterns {
     }
 }
 
+/// The index each tag names (the `index_by_tag` setting): an exact tag first, else the
+/// longest pattern that matches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TagIndices {
+    /// Longest pattern first.
+    by_length: Vec<(String, String)>,
+}
+
+impl TagIndices {
+    /// From the setting; an index that is no index name is an error naming its tag.
+    pub(crate) fn new(
+        table: &crate::exceptions::ValueLists,
+    ) -> Result<TagIndices, (String, String)> {
+        let mut by_length = Vec::with_capacity(table.len());
+        for (tag, index) in table {
+            check_name(index).map_err(|e| (tag.clone(), e))?;
+            by_length.push((tag.clone(), index.clone()));
+        }
+        by_length.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(TagIndices { by_length })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_length.is_empty()
+    }
+
+    /// The index the tag names, if any pattern matches it.
+    pub(crate) fn of(&self, tag: &str) -> Option<&str> {
+        let exact = self.by_length.iter().find(|(p, _)| p == tag);
+        exact
+            .or_else(|| {
+                self.by_length
+                    .iter()
+                    .find(|(p, _)| wildcard(p.as_bytes(), tag.as_bytes()))
+            })
+            .map(|(_, i)| i.as_str())
+    }
+}
+
 /// Whether `text` matches `pattern`, where `*` stands for any run of bytes (the only
 /// wildcard of an index pattern). Greedy with one backtrack point: linear in practice,
 /// and no allocation.
@@ -454,6 +493,31 @@ mod tests {
         assert!(Patterns::parse(&["logs-*,"]).is_err());
         assert!(Patterns::parse(&["-"]).is_err());
         assert!(Patterns::parse(&["logs::bogus"]).is_err());
+    }
+
+    #[test]
+    fn a_tag_names_its_index_exact_first_then_the_longest_pattern() {
+        let table: crate::exceptions::ValueLists = [
+            ("aws.*", "logs-aws.cloudtrail-default"),
+            ("aws.guardduty*", "logs-aws.guardduty-default"),
+            ("*", "logs-generic-default"),
+            ("aws.guardduty", "logs-aws.guardduty-exact"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let t = TagIndices::new(&table).expect("table");
+        assert_eq!(t.of("aws.cloudtrail"), Some("logs-aws.cloudtrail-default"));
+        assert_eq!(t.of("aws.guardduty.x"), Some("logs-aws.guardduty-default"));
+        assert_eq!(t.of("aws.guardduty"), Some("logs-aws.guardduty-exact"));
+        assert_eq!(t.of("syslog"), Some("logs-generic-default"));
+        let bad: crate::exceptions::ValueLists = [("x".to_owned(), "logs-*".to_owned())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            TagIndices::new(&bad).err().map(|e| e.0),
+            Some("x".to_owned())
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::Detector;
 use crate::detection::Detection;
 use crate::error::ErrorKind;
 use crate::gate::Gate;
-use crate::index::{Admissions, IndexFields};
+use crate::index::{Admissions, IndexFields, TagIndices};
 use crate::record::LayoutBuilder;
 use crate::rule::{InputMode, OutputMode, Rule, RuleError, Settings};
 use crate::snapshot::{self, SnapshotError};
@@ -88,6 +88,9 @@ impl Detector {
         }
         let max_record_bytes = first.settings.max_record_bytes();
         let host_index = first.settings.index.clone();
+        let tags = TagIndices::new(&first.settings.index_by_tag).map_err(|(tag, message)| {
+            RuleError::key(format!("newterms.index_by_tag.{tag}"), message)
+        })?;
         let admissions = Admissions::new(
             rules.iter().map(|r| r.index.clone()).collect(),
             first.settings.unknown_index(),
@@ -135,7 +138,8 @@ impl Detector {
             stamp: vec![0; n],
             generation: 0,
             line_prefilter,
-            index: super::IndexGate::new(index_fields, host_index, admissions),
+            index: super::IndexGate::new(index_fields, host_index, tags, admissions),
+            seen: Vec::new(),
         })
     }
 

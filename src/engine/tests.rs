@@ -353,3 +353,44 @@ fn a_record_outside_a_rules_indices_leaves_its_table_alone_and_is_counted() {
             + ct_stats.error_total()
     );
 }
+
+#[test]
+fn a_tag_names_the_index_of_records_that_name_none() {
+    let rules = [
+        indexed("ct", r#""logs-aws.cloudtrail-*""#),
+        indexed("w", r#""logs-windows.*""#),
+    ];
+    let settings = Settings::from_toml(
+        "index = \"logs-windows.default-default\"\nindex_by_tag = { \"aws.*\" = \"logs-aws.cloudtrail-default\" }",
+    )
+    .unwrap();
+    for pack in [true, false] {
+        let mut all = Vec::new();
+        let chosen: &[(String, String)] = if pack { &rules } else { &rules[..1] };
+        let mut d = Detector::open(chosen, &settings, None).unwrap();
+        for (i, tag) in ["aws.cloudtrail", "syslog", "aws.guardduty", "syslog"]
+            .iter()
+            .enumerate()
+        {
+            d.set_tag(tag);
+            all.extend(alert_ids(
+                &mut d,
+                &format!(r#"{{"@timestamp":"2026-01-01T00:00:00Z","f":"v{i}"}}"#),
+            ));
+        }
+        if pack {
+            assert_eq!(all, ["ct", "w", "ct", "w"]);
+        } else {
+            assert_eq!(all, ["ct", "ct"]);
+        }
+        let s = d.rule_stats(0);
+        assert_eq!(
+            (s.records, s.out_of_index, s.alerts),
+            (4, 2, 2),
+            "pack {pack}"
+        );
+    }
+    let bad = Settings::from_toml("index_by_tag = { \"x\" = \"logs-*\" }").unwrap();
+    let err = Detector::open(&rules, &bad, None).unwrap_err();
+    assert_eq!(err.key_name(), Some("newterms.index_by_tag.x"));
+}

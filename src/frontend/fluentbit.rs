@@ -104,15 +104,36 @@ fn leave(slot: &mut Slot) -> *const u8 {
 ///
 /// # Safety
 /// `record` must point to `len` readable bytes (or be null).
-unsafe fn call(mode: Option<OutputMode>, time_sec: i32, record: *const u8, len: i32) -> *const u8 {
+unsafe fn call(
+    mode: Option<OutputMode>,
+    tag: (*const u8, i32),
+    time_sec: i32,
+    record: *const u8,
+    len: i32,
+) -> *const u8 {
     let slot = unsafe { enter() };
+    let tag: &[u8] = match tag {
+        (p, n) if !p.is_null() && n > 0 => {
+            // SAFETY: Fluent Bit passes `n` readable bytes of the tag at `p`.
+            unsafe { std::slice::from_raw_parts(p, n as usize) }
+        }
+        _ => &[],
+    };
     let record = (!record.is_null() && len >= 0).then(|| {
         // SAFETY: the caller guarantees `len` readable bytes at `record`.
         unsafe { std::slice::from_raw_parts(record, len as usize) }
     });
     let Slot { filter, out, .. } = &mut *slot;
     if let Some(filter) = filter {
-        filter.answer(&StdFiles, record, i64::from(time_sec), mode, out, &mut log);
+        filter.answer(
+            &StdFiles,
+            tag,
+            record,
+            i64::from(time_sec),
+            mode,
+            out,
+            &mut log,
+        );
     }
     leave(slot)
 }
@@ -126,14 +147,14 @@ macro_rules! filter_functions {
         /// Called by Fluent Bit with pointers into this module's memory.
         #[no_mangle]
         pub unsafe extern "C" fn $name(
-            _tag: *const u8,
-            _tag_len: i32,
+            tag: *const u8,
+            tag_len: i32,
             time_sec: i32,
             _time_nsec: i32,
             record: *const u8,
             record_len: i32,
         ) -> *const u8 {
-            unsafe { call($mode, time_sec, record, record_len) }
+            unsafe { call($mode, (tag, tag_len), time_sec, record, record_len) }
         }
     )*};
 }

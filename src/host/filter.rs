@@ -199,11 +199,13 @@ impl Filter {
 
     /// Answers one record (`None`: the host passed no record) into `out`: empty to drop
     /// it, else the one record to pass on. `time` is the record's time in seconds as the
-    /// host has it (the clock of the state file's policy); `mode` overrides the rule's
-    /// output mode.
+    /// host has it (the clock of the state file's policy); `tag` is the record's tag
+    /// (the `index_by_tag` setting reads it); `mode` overrides the rule's output mode.
+    #[allow(clippy::too_many_arguments)]
     pub fn answer(
         &mut self,
         files: &dyn Files,
+        tag: &[u8],
         record: Option<&[u8]>,
         time: i64,
         mode: Option<OutputMode>,
@@ -229,6 +231,8 @@ impl Filter {
         if let Some(mode) = mode {
             detector.set_output(mode);
         }
+        // A tag that is not UTF-8 names no index of its own.
+        detector.set_tag(std::str::from_utf8(tag).unwrap_or(""));
         let (policy, extra) = (self.policy, &mut self.extra_outputs);
         let mut answered = false;
         detector.process(record, &mut |o| {

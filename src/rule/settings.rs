@@ -133,6 +133,12 @@ pub struct Settings {
     /// `index`.
     #[serde(default, skip_serializing_if = "ValueLists::is_empty")]
     pub data_views: ValueLists,
+    /// `index_by_tag`: for a host that tags its records (Fluent Bit), a table from a tag
+    /// pattern (`*` for any run) to the index of the records so tagged; it names the index
+    /// in place of `index` where a pattern matches (an exact tag first, else the longest
+    /// pattern).
+    #[serde(default, skip_serializing_if = "ValueLists::is_empty")]
+    pub index_by_tag: ValueLists,
 }
 
 impl Settings {
@@ -230,6 +236,7 @@ impl Settings {
             index,
             unknown_index,
             data_views,
+            index_by_tag,
         } = top;
         let mut out = self.clone();
         out.output = output.or(out.output);
@@ -251,6 +258,8 @@ impl Settings {
         out.unknown_index = unknown_index.or(out.unknown_index);
         out.data_views
             .extend(data_views.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.index_by_tag
+            .extend(index_by_tag.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
     }
 

@@ -294,11 +294,18 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     eprintln!("newterms: {}", summary.join(" "));
+    let total = newterms::Stats::from(&stats);
+    if total.index_unknown > 0 && total.out_of_index > 0 {
+        eprintln!(
+            "newterms: {} records named no index (no data_stream.*, no Beat, no event.dataset, not raw CloudTrail) and rules with index patterns skipped them: name their index with --index NAME, or read them anyway with --unknown-index match",
+            total.index_unknown
+        );
+    }
     if matches!(rules, newterms_host::Rules::Pack(_)) {
         for (id, s) in runner.session.rule_stats()? {
             eprintln!(
-                "newterms: rule {id}: matched={} alerts={} terms_held={}",
-                s.matched, s.alerts, s.terms_held
+                "newterms: rule {id}: matched={} alerts={} out_of_index={} terms_held={}",
+                s.matched, s.alerts, s.out_of_index, s.terms_held
             );
         }
     }

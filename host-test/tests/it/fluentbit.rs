@@ -189,6 +189,35 @@ fn the_function_name_picks_the_output_mode() {
 }
 
 #[test]
+fn each_records_tag_names_its_index() {
+    let dir = TempDir::new("fb-tags");
+    let rule = format!(
+        "{}\n[newterms]\nindex_by_tag = {{ \"cloudtrail.*\" = \"logs-aws.cloudtrail-default\", \"*\" = \"logs-syslog.other-default\" }}\n",
+        newterms::DEFAULT_RULE
+    );
+    std::fs::write(dir.0.join("rule.toml"), rule).expect("rule");
+    let mut m = newterms_host::FluentBit::load(
+        newterms_host::FLUENTBIT_MODULE,
+        "newterms_filter",
+        Some(&dir.0),
+    )
+    .expect("module");
+    let mut alerted = Vec::new();
+    for (i, tag) in ["syslog", "cloudtrail.us", "other", "cloudtrail.eu"]
+        .iter()
+        .enumerate()
+    {
+        let r = record(&format!("arn:aws:iam::1:user/u{i}"), i as u32);
+        let out = fluentbit_out(m.call(tag.as_bytes(), (0, 0), Some(&r)).expect("call"));
+        alerted.push(matches!(out, Some(Out::Emit(_))));
+    }
+    // A record tagged for another index is not the CloudTrail rule's, raw or not.
+    assert_eq!(alerted, [false, true, false, true]);
+    let stats = m.stats().expect("stats");
+    assert_eq!(stats["out_of_index"], 2, "{stats}");
+}
+
+#[test]
 fn an_exceptions_file_beside_the_rule_applies() {
     let dir = TempDir::new("fb-exceptions");
     let export = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
