@@ -111,11 +111,8 @@ impl IndexGate {
         }
     }
 
-    /// Names the host's index for the records from now on.
-    fn set_host(&mut self, host: Option<&str>, rules: &mut [Detection]) {
-        if self.host.as_deref() == host {
-            return;
-        }
+    /// Names the host's index for the records from now on (a change of it).
+    fn set_host(&mut self, host: Option<String>, rules: &mut [Detection]) {
         // The records counted under the old host index stay with the rules it kept out.
         let h = Foretold::Host as usize;
         let n = std::mem::take(&mut self.foretold_records[h]);
@@ -124,7 +121,7 @@ impl IndexGate {
                 d.stats.out_of_index += n;
             }
         }
-        self.host = host.map(str::to_owned);
+        self.host = host;
         self.foretold[h] = self
             .admissions
             .foretold(Foretold::Host, self.host.as_deref())
@@ -179,12 +176,12 @@ impl Detector {
         if index.tags.is_empty() {
             return;
         }
-        let named = index
-            .tags
-            .of(tag)
-            .map(str::to_owned)
-            .or_else(|| index.host_default.clone());
-        index.set_host(named.as_deref(), &mut self.rules);
+        let named = index.tags.of(tag).or(index.host_default.as_deref());
+        // Only a change of index costs anything: most records carry the last one's tag.
+        if index.host.as_deref() != named {
+            let named = named.map(str::to_owned);
+            index.set_host(named, &mut self.rules);
+        }
     }
 
     /// Changes what is emitted from the next record on (a host that selects the mode per

@@ -138,6 +138,15 @@ impl Gate {
         let strip = bare.len() + specials.len() <= VECTOR_LITERALS;
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut rules_of: Vec<Vec<u32>> = Vec::new();
+        // Each literal's id, by its text (a pack has over a thousand).
+        let mut ids: hashbrown::HashMap<Vec<u8>, u32> = hashbrown::HashMap::new();
+        let mut id_of = |lit: &[u8], literals: &mut Vec<Vec<u8>>, rules_of: &mut Vec<Vec<u32>>| {
+            *ids.entry(lit.to_vec()).or_insert_with(|| {
+                literals.push(lit.to_vec());
+                rules_of.push(Vec::new());
+                (literals.len() - 1) as u32
+            })
+        };
         let mut always = Vec::new();
         for (i, chosen) in chosen.iter().enumerate() {
             let Some(lits) = chosen else {
@@ -149,13 +158,8 @@ impl Gate {
                     true => crate::query::unquoted(lit),
                     false => lit,
                 };
-                match literals.iter().position(|p| p == lit) {
-                    Some(p) => rules_of[p].push(i as u32),
-                    None => {
-                        literals.push(lit.to_vec());
-                        rules_of.push(vec![i as u32]);
-                    }
-                }
+                let p = id_of(lit, &mut literals, &mut rules_of);
+                rules_of[p as usize].push(i as u32);
             }
         }
         // Past the vector search's literals, every literal of every group is searched
@@ -167,31 +171,20 @@ impl Gate {
                     rule.iter()
                         .map(|g| {
                             g.iter()
-                                .map(|lit| match literals.iter().position(|p| p == lit) {
-                                    Some(p) => p as u32,
-                                    None => {
-                                        literals.push(lit.to_vec());
-                                        rules_of.push(Vec::new());
-                                        (literals.len() - 1) as u32
-                                    }
-                                })
+                                .map(|lit| id_of(lit, &mut literals, &mut rules_of))
                                 .collect()
                         })
                         .collect()
                 })
                 .collect()
         });
-        let mut evidence = vec![0u8; literals.len()];
+        let mut evidence = Vec::new();
         for (lit, bit) in specials {
-            match literals.iter().position(|p| p == lit) {
-                Some(p) => evidence[p] |= bit,
-                None => {
-                    literals.push(lit.to_vec());
-                    rules_of.push(Vec::new());
-                    evidence.push(bit);
-                }
-            }
+            let p = id_of(lit, &mut literals, &mut rules_of) as usize;
+            evidence.resize(literals.len(), 0);
+            evidence[p] |= bit;
         }
+        evidence.resize(literals.len(), 0);
         Some(Gate {
             search: Search::new(literals)?,
             rules_of,
