@@ -1,7 +1,7 @@
 //! Throughput of every path on the same generated CloudTrail mix, side by side, plus the
 //! cost against the number of terms held, bytes per term, and an optional soak.
 //!
-//! `bash .ci/bench [--records N] [--runs R] [--soak N] [--only-elastic]` (or `cargo bench -p host-test
+//! `bash .ci/bench [--records N] [--runs R] [--soak N] [--only-elastic] [--only-instructions]` (or `cargo bench -p host-test
 //! --bench throughput -- ...`). Times are medians of R runs; every path must agree on what
 //! it found, or the benchmark fails.
 
@@ -27,6 +27,8 @@ struct Args {
     skip_terms: bool,
     /// Only the table of Elastic's whole set (`--only-elastic`).
     only_elastic: bool,
+    /// Only the Fluent Bit module's instruction counts (`--only-instructions`).
+    only_instructions: bool,
 }
 
 fn args() -> Result<Args> {
@@ -36,6 +38,7 @@ fn args() -> Result<Args> {
         soak: None,
         skip_terms: false,
         only_elastic: false,
+        only_instructions: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,6 +53,7 @@ fn args() -> Result<Args> {
             "--soak" => a.soak = Some(num("--soak")?),
             "--skip-terms" => a.skip_terms = true,
             "--only-elastic" => a.only_elastic = true,
+            "--only-instructions" => a.only_instructions = true,
             "--bench" => {}
             other => bail!("unknown argument {other}"),
         }
@@ -271,9 +275,13 @@ fn main() -> Result<()> {
     );
     println!("machine: {}; medians of {} runs", machine(), a.runs);
 
+    if a.only_instructions {
+        return hosts::instructions(&records);
+    }
     let rt = Runtime::embedded()?;
     if a.only_elastic {
         elastic_set(&a, &rt, &records)?;
+        hosts::pack_instructions(&records)?;
         return hosts::real_fluent_bit(&records, a.runs.min(3));
     }
     let batches: Vec<Vec<Vec<u8>>> = records

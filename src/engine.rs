@@ -83,6 +83,13 @@ pub(crate) struct IndexGate {
     foretold_records: [u64; 4],
     /// The index text of the current record, reused.
     buf: String,
+    /// The host's index is the one the gate's first search was built for (the `index`
+    /// setting): see [`Gate::open`].
+    foreseen: bool,
+    /// The last record named its own index. The next one then goes straight to the search
+    /// for every literal: a stream is mostly of one kind, and on one whose records name
+    /// their indices (an ECS stream) the first search would be wasted on each.
+    last_named: bool,
 }
 
 impl IndexGate {
@@ -108,6 +115,8 @@ impl IndexGate {
             foretold,
             foretold_records: [0; 4],
             buf: String::new(),
+            foreseen: true,
+            last_named: false,
         }
     }
 
@@ -122,6 +131,7 @@ impl IndexGate {
             }
         }
         self.host = host;
+        self.foreseen = self.host == self.host_default;
         self.foretold[h] = self
             .admissions
             .foretold(Foretold::Host, self.host.as_deref())
@@ -370,7 +380,9 @@ impl Detector {
             }
         };
         let seen = &mut self.seen;
-        let found = gate.open(text, &mut mark, seen);
+        let foreseen = self.index.foreseen && !self.index.last_named;
+        let found = gate.open(text, &mut mark, seen, foreseen);
+        self.index.last_named = found.names_itself();
         let mut foretold = None;
         let mut by_index = false;
         let index = &mut self.index;

@@ -8,25 +8,56 @@
 //! however many rules there are. Each rule the gate lets through then runs its whole
 //! prefilter, so the choice changes only the cost, never a decision.
 //!
-//! The search finds every occurrence of every literal. Natively it is Aho-Corasick (whose
-//! search is vectorised); in WebAssembly with SIMD (the component, the npm package) it is
-//! a Teddy of our own on `simd128` ([`Teddy`]), since Aho-Corasick has no vector search
-//! there and walks the text byte by byte.
+//! The search finds every occurrence of every literal ([`Search::new`] chooses how):
+//! - up to 64 literals, a vector search: natively Aho-Corasick's (Teddy), in WebAssembly
+//!   with SIMD (the component, the npm package) a Teddy of our own on `simd128`
+//!   ([`Teddy`]);
+//! - past that, and wherever there is no vector search (the Fluent Bit module, run by
+//!   WAMR's interpreter): up to 256 literals, Wu and Manber's skip search over byte pairs
+//!   ([`wu_manber`]), about a third of a step a byte of CloudTrail; past 256, a dense
+//!   automaton of our own ([`dfa`]), one table lookup a byte.
 //!
 //! When the pack's rules read only their own indices, the same search also looks for the
 //! keys a record's index is told by ([`crate::index::evidence`]), so what the text
-//! foretells of the index costs no pass of its own.
+//! foretells of the index costs no pass of its own. A large pack also has a *first
+//! search*: the literals of only the rules that a record naming no index of its own can
+//! reach (the host's index, or raw CloudTrail's, or an unknown one), with the evidence.
+//! Most records of a collector name no index (raw CloudTrail, a Fluent Bit tail), and for
+//! Elastic's set that search holds 154 literals instead of 1,427, few and long enough to
+//! skip; only a record that names its own index is searched again, for every literal
+//! ([`Gate::open`]).
 
 use crate::query::Prefilter;
+
+mod dfa;
+mod wu_manber;
 
 /// The most literals aho-corasick's vector search (Teddy) takes; past it the gate keeps
 /// the literals' quotes (see [`crate::query::unquoted`]).
 const VECTOR_LITERALS: usize = 64;
 
+/// The most literals the skip search ([`wu_manber::WuManber`]) takes; past it the dense
+/// automaton ([`dfa::Dfa`]). Over real CloudTrail, the 149 literals of the CloudTrail rules
+/// of Elastic's set take 0.32 steps and 0.11 literal comparisons a byte, where the whole
+/// set's 1,422 literals take 0.57 steps and 2.2 comparisons: a byte pair says less and
+/// less as literals grow many, and the automaton's flat cost a byte wins.
+const SKIP_LITERALS: usize = 256;
+
+/// The shortest literal the skip search takes: its window, hence its longest skip.
+const SKIP_WINDOW: usize = 4;
+
 /// The gate of a pack.
 #[derive(Debug)]
 pub(crate) struct Gate {
-    search: Search,
+    /// The search for every literal. With a first search it is built when a record first
+    /// needs it (one that names its own index): a collector of raw CloudTrail never pays
+    /// for it (Elastic's set: a 4.9 MB automaton, a sixth of the time to load the set).
+    search: std::cell::OnceCell<Option<Search>>,
+    /// Every literal, by id.
+    literals: Vec<Vec<u8>>,
+    /// The search a record takes first when its index can be foretold without the parse
+    /// (see [`Gate::new`]).
+    first: Option<First>,
     /// For each literal, the rules it opens.
     rules_of: Vec<Vec<u32>>,
     /// Rules with no gate: offered every record.
@@ -42,6 +73,16 @@ pub(crate) struct Gate {
     /// literals keep their quotes): each rule's groups as literal ids. A rule's prefilter
     /// is then decided from what the search found, with no search of its own.
     exact: Option<Vec<Vec<Vec<u32>>>>,
+}
+
+/// The gate's first search ([`Gate::new`]).
+#[derive(Debug)]
+struct First {
+    search: Search,
+    /// Its literals by id in the gate's numbering.
+    ids: Vec<u32>,
+    /// Whether an escape could hide one of its literals (as [`Gate`]'s, for these).
+    escapes_hide: bool,
 }
 
 /// What the search found of the index evidence literals.
@@ -79,6 +120,10 @@ enum Search {
         literals: Vec<Vec<u8>>,
         same_start: Vec<Vec<u32>>,
     },
+    /// Every occurrence in one pass of a dense automaton of our own ([`dfa::Dfa`]).
+    Dfa(Box<dfa::Dfa>),
+    /// Every occurrence, skipping by byte pairs ([`wu_manber::WuManber`]).
+    WuManber(Box<wu_manber::WuManber>),
     #[cfg_attr(
         not(all(target_arch = "wasm32", target_feature = "simd128")),
         allow(dead_code)
@@ -89,7 +134,18 @@ enum Search {
 impl Gate {
     /// The gate of rules with these prefilters (`None`: no prefilter, every record); with
     /// `index_evidence`, the search also reports the index evidence literals.
-    pub(crate) fn new(prefilters: &[Option<&Prefilter>], index_evidence: bool) -> Option<Gate> {
+    ///
+    /// `foreseen`: the rules an index foretold without the parse can admit (a record that
+    /// names no index of its own: the host's index, or raw CloudTrail, or unknown). A large
+    /// pack then searches such a record first for only their literals and the evidence, a
+    /// far smaller search (Elastic's set: 149 literals for its 53 CloudTrail rules, against
+    /// 1,422), and searches for every literal only when the record turns out to name its
+    /// own index ([`Gate::open`]).
+    pub(crate) fn new(
+        prefilters: &[Option<&Prefilter>],
+        index_evidence: bool,
+        foreseen: Option<&[bool]>,
+    ) -> Option<Gate> {
         let groups: Vec<Vec<Vec<&[u8]>>> = prefilters
             .iter()
             .map(|p| p.map(|p| p.groups()).unwrap_or_default())
@@ -164,7 +220,7 @@ impl Gate {
         }
         // Past the vector search's literals, every literal of every group is searched
         // as it is, so the search alone decides each prefilter (`Gate::passes`).
-        let exact = (!strip).then(|| {
+        let exact: Option<Vec<Vec<Vec<u32>>>> = (!strip).then(|| {
             groups
                 .iter()
                 .map(|rule| {
@@ -185,8 +241,44 @@ impl Gate {
             evidence[p] |= bit;
         }
         evidence.resize(literals.len(), 0);
+        // The first search: every literal of every foreseen rule's prefilter, and the
+        // evidence. Only when each prefilter is decided by the search (`exact`), so a rule
+        // the first search leaves out is decided all the same.
+        let first = match (&exact, foreseen) {
+            (Some(exact), Some(foreseen)) if index_evidence => {
+                let mut ids: Vec<u32> = exact
+                    .iter()
+                    .enumerate()
+                    .filter(|(r, _)| foreseen.get(*r).copied().unwrap_or(true))
+                    .flat_map(|(_, groups)| groups.iter().flatten().copied())
+                    .chain((0..literals.len() as u32).filter(|&l| evidence[l as usize] != 0))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                // Worth a search of its own only when far smaller: a record that names its
+                // own index pays for both.
+                let few = ids.len() * 3 <= literals.len() * 2;
+                let search = few
+                    .then(|| {
+                        Search::new(ids.iter().map(|&l| literals[l as usize].clone()).collect())
+                    })
+                    .flatten();
+                search.map(|search| First {
+                    search,
+                    ids,
+                    escapes_hide: true,
+                })
+            }
+            _ => None,
+        };
+        let search = std::cell::OnceCell::new();
+        if first.is_none() {
+            let _ = search.set(Some(Search::new(literals.clone())?));
+        }
         Some(Gate {
-            search: Search::new(literals)?,
+            search,
+            literals,
+            first,
             rules_of,
             always,
             rules: prefilters.len() as u32,
@@ -196,14 +288,22 @@ impl Gate {
         })
     }
 
+    /// Whether a record that names no index of its own is searched first for fewer
+    /// literals.
+    #[cfg(test)]
+    pub(crate) fn has_first_search(&self) -> bool {
+        self.first.is_some()
+    }
+
     /// Assumes the text comes from `writer`: escapes need no look when it writes every
-    /// literal as itself.
+    /// literal as itself (each search's own: one literal of a rule of another index does
+    /// not cost the first search an escape search).
     pub(crate) fn assume(&mut self, writer: crate::query::Writer) {
-        self.escapes_hide = !self
-            .search
-            .literals()
-            .iter()
-            .all(|l| writer.writes_as_itself(l));
+        let hide = |l: &[Vec<u8>]| !l.iter().all(|l| writer.writes_as_itself(l));
+        self.escapes_hide = hide(&self.literals);
+        if let Some(first) = &mut self.first {
+            first.escapes_hide = hide(first.search.literals());
+        }
     }
 
     /// Whether rule `r`'s prefilter passes, decided from the literals the search found
@@ -227,29 +327,25 @@ impl Gate {
     /// Calls `open` with every rule the text lets through, possibly more than once, and
     /// says which index evidence it found; `seen` gets the literals found (sorted, once
     /// each) when the search decides the prefilters ([`Gate::passes`]).
+    ///
+    /// `foreseen`: the record's index, unless it names its own, is one of those the first
+    /// search was built for ([`Gate::new`]; the host's index has not changed since). The
+    /// first search then runs, and its answer stands unless the record names its own index:
+    /// every rule an index it foretells admits has all its literals in it, and the rules it
+    /// leaves out are then kept out by that index anyway. Only a record that names its own
+    /// index is searched again, for every literal.
     pub(crate) fn open(
         &self,
         text: &[u8],
         open: &mut dyn FnMut(u32),
         seen: &mut Vec<u32>,
+        foreseen: bool,
     ) -> Found {
         let mut found = Found::default();
         seen.clear();
-        let collect = self.exact.is_some();
-        // An escape could hide any literal: every rule looks, and the record may name its
-        // own index.
-        let everything = (self.escapes_hide && crate::query::has_escape(text)) || {
-            let (rules_of, evidence) = (&self.rules_of, &self.evidence);
-            !self.search.each(text, &mut |lit| {
-                found.bits |= evidence[lit];
-                if collect {
-                    seen.push(lit as u32);
-                }
-                for &r in &rules_of[lit] {
-                    open(r);
-                }
-            })
-        };
+        // Unless a search could be done (an escape could hide a literal, for one): every
+        // rule looks, and the record may name its own index.
+        let everything = !self.search(text, open, &mut found, seen, foreseen);
         if everything {
             (0..self.rules).for_each(open);
             found.bits = NAMES_ITSELF | CLOUDTRAIL_SOURCE | CLOUDTRAIL_NAME;
@@ -263,10 +359,73 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The first search when `foreseen` allows, then (when the record names its own index)
+    /// or else the search for every literal; false when a search could not be done, or an
+    /// escape in the text could hide one of its literals.
+    fn search(
+        &self,
+        text: &[u8],
+        open: &mut dyn FnMut(u32),
+        found: &mut Found,
+        seen: &mut Vec<u32>,
+        foreseen: bool,
+    ) -> bool {
+        let hidden = |hide: bool| hide && crate::query::has_escape(text);
+        if let (Some(first), true) = (&self.first, foreseen) {
+            if hidden(first.escapes_hide) {
+                return false;
+            }
+            if self.run(&first.search, Some(&first.ids), text, open, found, seen)
+                && !found.names_itself()
+            {
+                return true;
+            }
+            // Named its own index: every literal, from the start. What the first search
+            // opened is decided by what this one finds.
+            found.bits = 0;
+            seen.clear();
+        }
+        let all = self
+            .search
+            .get_or_init(|| Search::new(self.literals.clone()));
+        match all {
+            Some(all) => !hidden(self.escapes_hide) && self.run(all, None, text, open, found, seen),
+            None => false,
+        }
+    }
+
+    /// Runs `search` over `text` (its literal `l` is `ids[l]`, or `l`), opening the rules
+    /// of each literal found and noting the evidence; false when it could not be done.
+    fn run(
+        &self,
+        search: &Search,
+        ids: Option<&[u32]>,
+        text: &[u8],
+        open: &mut dyn FnMut(u32),
+        found: &mut Found,
+        seen: &mut Vec<u32>,
+    ) -> bool {
+        let collect = self.exact.is_some();
+        search.each(text, &mut |l| {
+            let lit = ids.map_or(l, |ids| ids[l] as usize);
+            found.bits |= self.evidence[lit];
+            if collect {
+                seen.push(lit as u32);
+            }
+            for &r in &self.rules_of[lit] {
+                open(r);
+            }
+        })
+    }
+}
+
 impl Search {
     fn literals(&self) -> &[Vec<u8>] {
         match self {
             Search::AhoCorasick { literals, .. } => literals,
+            Search::Dfa(d) => d.literals(),
+            Search::WuManber(w) => w.literals(),
             Search::Teddy(t) => &t.literals,
         }
     }
@@ -279,6 +438,21 @@ impl Search {
         {
             if let Some(t) = Teddy::new(&literals) {
                 return Some(Search::Teddy(Box::new(t)));
+            }
+        }
+        // Past them, and wherever there is no vector search (the Fluent Bit module): a skip
+        // search over byte pairs for a few hundred literals, or one pass of a dense
+        // automaton for more (see `SKIP_LITERALS`). Natively, up to 64 literals,
+        // aho-corasick's vectorised search is faster.
+        let vector_search = !cfg!(target_arch = "wasm32") || cfg!(target_feature = "simd128");
+        if literals.len() > VECTOR_LITERALS || !vector_search {
+            if literals.len() <= SKIP_LITERALS {
+                if let Some(w) = wu_manber::WuManber::new(literals.clone(), SKIP_WINDOW) {
+                    return Some(Search::WuManber(Box::new(w)));
+                }
+            }
+            if let Some(d) = dfa::Dfa::new(literals.clone()) {
+                return Some(Search::Dfa(Box::new(d)));
             }
         }
         let same_start = literals
@@ -340,6 +514,14 @@ impl Search {
                     }
                     at = m.start() + 1;
                 }
+                true
+            }
+            Search::Dfa(d) => {
+                d.each(text, found);
+                true
+            }
+            Search::WuManber(w) => {
+                w.each(text, found);
                 true
             }
             Search::Teddy(t) => {
@@ -498,31 +680,33 @@ impl Teddy {
 mod tests {
     use super::*;
 
+    /// A search over one text, reporting to the callback.
+    type Each<'a> = &'a dyn Fn(&mut dyn FnMut(usize));
+
+    /// Every search the gate can choose finds every occurrence of every literal, as a
+    /// naive search does: random literals (short and long, sharing prefixes and suffixes,
+    /// quotes, backslashes, NUL and 0xFF) over random texts of the same bytes.
     #[test]
-    fn teddy_finds_every_occurrence_of_every_literal() {
+    fn every_search_finds_every_occurrence_of_every_literal() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
+        let mut next = move |m: usize| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x
+            (x % m as u64) as usize
         };
         let alphabet = b"abcdefgh\"\\:{}.-_AB\x00\xff";
-        for round in 0..3_000 {
-            let n = 1 + (next() % 30) as usize;
-            let literals: Vec<Vec<u8>> = (0..n)
+        let mut tried = [0; 4];
+        for round in 0..4_000 {
+            let few = 2 + next(8);
+            let shortest = 1 + next(6);
+            let literals: Vec<Vec<u8>> = (0..1 + next(40))
                 .map(|_| {
-                    let len = 3 + (next() % 6) as usize;
-                    (0..len)
-                        .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                        .collect()
+                    let len = shortest + next(7);
+                    (0..len).map(|_| alphabet[next(few)]).collect()
                 })
                 .collect();
-            let t = Teddy::new(&literals).expect("teddy");
-            let len = (next() % 200) as usize;
-            let text: Vec<u8> = (0..len).map(|_| alphabet[(next() % 8) as usize]).collect();
-            let mut got = Vec::new();
-            t.each(&text, &mut |l| got.push(l));
+            let text: Vec<u8> = (0..next(300)).map(|_| alphabet[next(few)]).collect();
             let mut want = Vec::new();
             for pos in 0..text.len() {
                 for (l, lit) in literals.iter().enumerate() {
@@ -531,9 +715,27 @@ mod tests {
                     }
                 }
             }
-            got.sort_unstable();
             want.sort_unstable();
-            assert_eq!(got, want, "round {round}");
+            let mut check = |kind: usize, each: Each<'_>| {
+                let mut got = Vec::new();
+                each(&mut |l| got.push(l));
+                got.sort_unstable();
+                assert_eq!(got, want, "round {round}, search {kind}: {literals:?}");
+                tried[kind] += 1;
+            };
+            if let Some(t) = Teddy::new(&literals) {
+                check(0, &|f| t.each(&text, f));
+            }
+            if let Some(w) = wu_manber::WuManber::new(literals.clone(), 4) {
+                check(1, &|f| w.each(&text, f));
+            }
+            if let Some(d) = dfa::Dfa::new(literals.clone()) {
+                check(2, &|f| d.each(&text, f));
+            }
+            if let Some(s) = Search::new(literals.clone()) {
+                check(3, &|f| assert!(s.each(&text, f)));
+            }
         }
+        assert!(tried.iter().all(|&n| n > 500), "{tried:?}");
     }
 }

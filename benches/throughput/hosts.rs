@@ -21,7 +21,63 @@ pub(super) fn instructions(records: &[String]) -> Result<()> {
         println!();
         println!("After: this build");
     }
-    instructions_of(FLUENTBIT_MODULE, records)
+    instructions_of(FLUENTBIT_MODULE, records)?;
+    pack_instructions(records)
+}
+
+/// Instructions per record in the Fluent Bit module with Elastic's whole `new_terms` set
+/// as one pack (from `target/elastic-rules`), against the built-in rule: what the pack
+/// costs in WAMR's interpreter, deterministically.
+pub(super) fn pack_instructions(records: &[String]) -> Result<()> {
+    let elastic = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/elastic-rules");
+    let Ok(entries) = std::fs::read_dir(&elastic) else {
+        println!(
+            "(no whole-set instructions: no Elastic rules at {})",
+            elastic.display()
+        );
+        return Ok(());
+    };
+    let dir = std::env::temp_dir().join(format!("newterms-bench-pack-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("rules"))?;
+    for e in entries.flatten() {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(e.path(), dir.join("rules").join(e.file_name()))?;
+        }
+    }
+    let module = FluentBitModule::compile_metered(FLUENTBIT_MODULE)?;
+    let n = records.len().min(30_000);
+    println!();
+    println!(
+        "Fluent Bit module, instructions per record over {n} records of the mix (no tag names an index):"
+    );
+    println!();
+    println!("| rules | mean | median | 99th percentile | loading the rules |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut base = 0.0;
+    for (name, config) in [("built-in", None), ("Elastic's whole set", Some(&dir))] {
+        let mut m = module.instantiate("newterms_filter", config.map(|d| d.as_path()))?;
+        m.call(b"t", (0, 0), Some(b"{}"))?; // loads the rules: not per record
+        let load = m.instructions();
+        let mut all = Vec::with_capacity(n);
+        for r in &records[..n] {
+            let before = m.instructions();
+            m.call(b"aws.cloudtrail", (0, 0), Some(r.as_bytes()))?;
+            all.push(m.instructions() - before);
+        }
+        all.sort_unstable();
+        let mean = all.iter().sum::<u64>() as f64 / n.max(1) as f64;
+        if base == 0.0 {
+            base = mean;
+        }
+        println!(
+            "| {name} | {mean:.0} ({:.1}x) | {} | {} | {load} |",
+            mean / base,
+            Costs::percentile(&all, 50),
+            Costs::percentile(&all, 99)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 fn instructions_of(module: &[u8], records: &[String]) -> Result<()> {

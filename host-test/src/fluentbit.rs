@@ -63,6 +63,9 @@ impl FluentBitModule {
         }
         let mut config = wasmtime::Config::new();
         config.consume_fuel(metered);
+        if std::env::var_os("NEWTERMS_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
         let module = Module::from_binary(&engine, module).map_err(anyhow::Error::from)?;
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);

@@ -5,7 +5,7 @@ use super::Detector;
 use crate::detection::Detection;
 use crate::error::ErrorKind;
 use crate::gate::Gate;
-use crate::index::{Admissions, IndexFields, TagIndices};
+use crate::index::{Admissions, Foretold, IndexFields, TagIndices};
 use crate::record::LayoutBuilder;
 use crate::rule::{InputMode, OutputMode, Rule, RuleError, Settings};
 use crate::snapshot::{self, SnapshotError};
@@ -91,7 +91,7 @@ impl Detector {
         let tags = TagIndices::new(&first.settings.index_by_tag).map_err(|(tag, message)| {
             RuleError::key(format!("newterms.index_by_tag.{tag}"), message)
         })?;
-        let admissions = Admissions::new(
+        let mut admissions = Admissions::new(
             rules.iter().map(|r| r.index.clone()).collect(),
             first.settings.unknown_index(),
         );
@@ -112,11 +112,17 @@ impl Detector {
         for d in &mut detections {
             d.finish(&layout);
         }
+        // The rules a record that names no index of its own can reach: those the host's
+        // index admits, or without one, raw CloudTrail's or an unknown index's.
+        let foreseen = index_fields.is_some().then(|| match &host_index {
+            Some(h) => admissions.foretold(Foretold::Host, Some(h)),
+            None => admissions.foretold(Foretold::CloudTrailOrUnknown, None),
+        });
         let gate = (detections.len() > 1)
             .then(|| {
                 let prefilters: Vec<Option<&crate::Prefilter>> =
                     detections.iter().map(|d| d.prefilter.as_ref()).collect();
-                Gate::new(&prefilters, index_fields.is_some())
+                Gate::new(&prefilters, index_fields.is_some(), foreseen.as_deref())
             })
             .flatten();
         let line_prefilter = match detections.as_slice() {

@@ -394,3 +394,99 @@ fn a_tag_names_the_index_of_records_that_name_none() {
     let err = Detector::open(&rules, &bad, None).unwrap_err();
     assert_eq!(err.key_name(), Some("newterms.index_by_tag.x"));
 }
+
+/// A pack past the vector search's literals (so its gate searches a record that names no
+/// index of its own first for only the literals of the rules its index can admit) decides
+/// every rule as that rule alone, over records of every origin, with escapes, with and
+/// without the host naming an index, and as tags change it.
+#[test]
+fn a_large_packs_first_search_decides_as_each_rule_alone() {
+    let n = 90;
+    let rules: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let (id, text) = rule_with(&format!("r{i:02}"), &format!("f: \"w{i:02}x\""));
+            let index = match i % 5 {
+                0 => "[rule]\nindex = [\"logs-aws.cloudtrail-*\"]\n",
+                1 => "[rule]\n",
+                _ => "[rule]\nindex = [\"logs-app.x-*\", \"filebeat-*\"]\n",
+            };
+            (id, text.replace("[rule]\n", index))
+        })
+        .collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut records = Vec::new();
+    for k in 0..3_000u64 {
+        let j = next(n as u64);
+        let value = match next(10) {
+            0 => format!("\\u0077{j:02}x"),
+            _ => format!("w{j:02}x"),
+        };
+        let also = match next(4) {
+            0 => format!(r#","g":"w{:02}x""#, next(n as u64)),
+            _ => String::new(),
+        };
+        let origin = match next(6) {
+            0 => r#","eventSource":"s3.amazonaws.com","eventName":"GetObject""#.to_owned(),
+            1 => r#","data_stream":{"type":"logs","dataset":"app.x","namespace":"default"}"#
+                .to_owned(),
+            2 => r#","data_stream.type":"logs","data_stream.dataset":"aws.cloudtrail","data_stream.namespace":"p""#.to_owned(),
+            3 => r#","agent":{"type":"filebeat","version":"8.1.0"}"#.to_owned(),
+            4 => r#","event":{"dataset":"aws.cloudtrail"}"#.to_owned(),
+            _ => String::new(),
+        };
+        let t = 1_767_225_600 + k * 600;
+        records.push(format!(
+            r#"{{"@timestamp":{t}000,"f":"{value}"{also}{origin},"u":"{}"}}"#,
+            next(7)
+        ));
+    }
+    let tags = ["aws.cloudtrail", "app", "other"];
+    for settings in [
+        "",
+        "index = \"logs-aws.cloudtrail-default\"",
+        "unknown_index = \"match\"",
+        "index_by_tag = { \"app\" = \"logs-app.x-default\", \"aws.*\" = \"logs-aws.cloudtrail-x\" }",
+    ] {
+        // An unknown index that every rule sees leaves no rule out of a first search.
+        let first = !settings.contains("match");
+        let settings = Settings::from_toml(settings).unwrap();
+        let mut pack = Detector::open(&rules, &settings, None).unwrap();
+        assert_eq!(pack.gate.as_ref().map(|g| g.has_first_search()), Some(first));
+        let mut alone: Vec<Detector> = rules
+            .iter()
+            .map(|r| Detector::open(std::slice::from_ref(r), &settings, None).unwrap())
+            .collect();
+        for (k, r) in records.iter().enumerate() {
+            let tag = tags[k / 500 % tags.len()];
+            pack.set_tag(tag);
+            let mut got = alert_ids(&mut pack, r);
+            got.sort();
+            let mut want = Vec::new();
+            for d in &mut alone {
+                d.set_tag(tag);
+                want.extend(alert_ids(d, r));
+            }
+            want.sort();
+            assert_eq!(got, want, "record {k}: {r}");
+        }
+        for (i, d) in alone.iter().enumerate() {
+            let (p, a) = (pack.rule_stats(i), d.rule_stats(0));
+            assert_eq!(
+                (p.records, p.matched, p.alerts, p.suppressed, p.no_term),
+                (a.records, a.matched, a.alerts, a.suppressed, a.no_term),
+                "rule {i}"
+            );
+            assert_eq!(
+                p.prefiltered + p.out_of_index + p.unmatched,
+                a.prefiltered + a.out_of_index + a.unmatched,
+                "rule {i}"
+            );
+        }
+    }
+}
