@@ -281,6 +281,8 @@ fn main() -> Result<()> {
     let rt = Runtime::embedded()?;
     if a.only_elastic {
         elastic_set(&a, &rt, &records)?;
+        let ecs = newterms_host::pack::stream(3, records.len().min(100_000));
+        hosts::run_against_jq(&records, &ecs, a.runs.min(3))?;
         hosts::pack_instructions(&records)?;
         return hosts::real_fluent_bit(&records, a.runs.min(3));
     }
@@ -399,6 +401,8 @@ fn main() -> Result<()> {
     hosts::real_fluent_bit(&records, a.runs.min(3))?;
     packs(&a, &rt, &records, &packed, mb)?;
     elastic_set(&a, &rt, &records)?;
+    let ecs = newterms_host::pack::stream(3, records.len().min(100_000));
+    hosts::run_against_jq(&records, &ecs, a.runs.min(3))?;
     if !a.skip_terms {
         terms_held(&a, &rt, &records)?;
     }

@@ -130,26 +130,14 @@ pub(super) fn startup(runs: usize) -> Result<()> {
     let exe = env!("CARGO_BIN_EXE_newterms");
     let cache = std::env::temp_dir().join(format!("newterms-bench-cache-{}", std::process::id()));
     let cpu = |args: &[&str], fresh: bool| -> Result<f64> {
-        let mut times = Vec::new();
-        for _ in 0..runs {
+        median_cpu(runs, || {
             if fresh {
                 let _ = std::fs::remove_dir_all(&cache);
             }
-            let before = children_cpu()?;
-            let status = Command::new(exe)
-                .args(args)
-                .env("NEWTERMS_CACHE_DIR", &cache)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("newterms {args:?} failed: {status}");
-            }
-            times.push(children_cpu()? - before);
-        }
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+            let mut c = Command::new(exe);
+            c.args(args).env("NEWTERMS_CACHE_DIR", &cache);
+            c
+        })
     };
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/elastic-rules");
     let mut rows = vec![
@@ -191,6 +179,90 @@ pub(super) fn startup(runs: usize) -> Result<()> {
 
 /// CPU seconds (user and system) that this process's waited-for children have used:
 /// `/proc/self/stat`'s `cutime` and `cstime`, in clock ticks of 1/100 s.
+/// The two targets for the command, side by side: `newterms run` with Elastic's
+/// whole set against the built-in rule over the CloudTrail mix, and against `jq -c .` over
+/// the generated ECS stream (one full parse and print of each record). Whole-process CPU,
+/// medians of `runs`.
+pub(super) fn run_against_jq(mix: &[String], ecs: &[String], runs: usize) -> Result<()> {
+    let exe = env!("CARGO_BIN_EXE_newterms");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/elastic-rules");
+    if !rules.is_dir() {
+        println!(
+            "(no `newterms run` rows: no Elastic rules at {})",
+            rules.display()
+        );
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("newterms-bench-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (mix_file, ecs_file) = (dir.join("mix.ndjson"), dir.join("ecs.ndjson"));
+    std::fs::write(&mix_file, mix.join("\n") + "\n")?;
+    std::fs::write(&ecs_file, ecs.join("\n") + "\n")?;
+    let has_jq = Command::new("jq").arg("--version").output().is_ok();
+    let cpu = |program: &str, args: &[&str]| -> Result<f64> {
+        median_cpu(runs, || {
+            let mut c = Command::new(program);
+            c.args(args);
+            c
+        })
+    };
+    let (mix_s, ecs_s, rules_s) = (
+        mix_file.display().to_string(),
+        ecs_file.display().to_string(),
+        rules.display().to_string(),
+    );
+    let one = cpu(exe, &["run", &mix_s])?;
+    let whole_mix = cpu(exe, &["run", "--rule", &rules_s, &mix_s])?;
+    let whole_ecs = cpu(exe, &["run", "--rule", &rules_s, &ecs_s])?;
+    println!();
+    println!(
+        "`newterms run`, whole-process CPU, median of {runs} ({} records of the mix, {} of the ECS stream):",
+        mix.len(),
+        ecs.len()
+    );
+    println!();
+    println!("| run | CPU s | ratio | target |");
+    println!("|---|---:|---:|---:|");
+    println!("| the built-in rule, the mix | {one:.2} | 1.00 | |");
+    println!(
+        "| Elastic's whole set, the mix | {whole_mix:.2} | {:.2} of the built-in rule | 2 |",
+        whole_mix / one
+    );
+    if has_jq {
+        let jq = cpu("jq", &["-c", ".", &ecs_s])?;
+        println!("| `jq -c .`, the ECS stream | {jq:.2} | 1.00 | |");
+        println!(
+            "| Elastic's whole set, the ECS stream | {whole_ecs:.2} | {:.2} of `jq` | 0.25 |",
+            whole_ecs / jq
+        );
+    } else {
+        println!("| Elastic's whole set, the ECS stream | {whole_ecs:.2} | (no jq) | |");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The median whole-process CPU (user + system) of `runs` runs of the command `make`
+/// builds (called once before each run), its output discarded; an error if one fails.
+fn median_cpu(runs: usize, mut make: impl FnMut() -> Command) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let mut command = make();
+        let before = children_cpu()?;
+        let status = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("{command:?} failed: {status}");
+        }
+        times.push(children_cpu()? - before);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 fn children_cpu() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // The fields after the command name (which ends with the last `)`).

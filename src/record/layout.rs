@@ -159,10 +159,17 @@ impl Node {
 
     fn child(&self, component: &str) -> Option<u32> {
         self.children
-            .binary_search_by(|(name, _)| (**name).cmp(component))
+            .binary_search_by(|(name, _)| by_length_then_bytes(name, component))
             .ok()
             .map(|i| self.children[i].1)
     }
+}
+
+/// The children's order: by length, then by bytes. Most comparisons in a lookup are then
+/// settled by the lengths, without comparing bytes (which in WebAssembly is a call to a
+/// `memcmp` that compares a byte at a time): a pack's layout has dozens of top-level names.
+fn by_length_then_bytes(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Builds a [`Layout`] while the rules are compiled.
@@ -266,7 +273,8 @@ impl LayoutBuilder {
             nodes[end].raw = Some(raw as u32);
         }
         for node in &mut nodes {
-            node.children.sort_by(|a, b| a.0.cmp(&b.0));
+            node.children
+                .sort_by(|a, b| by_length_then_bytes(&a.0, &b.0));
         }
         Layout {
             paths: self.paths,
