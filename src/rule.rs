@@ -18,7 +18,7 @@ use crate::query::QueryError;
 use crate::time::{self, Nanos, NANOS_PER_DAY};
 
 mod settings;
-pub use settings::{ErrorPolicy, InputMode, OutputMode, Settings};
+pub use settings::{ErrorPolicy, InputMode, OutputMode, Settings, SeveralOutputs};
 
 /// The rule built in: Elastic's "AWS STS GetCallerIdentity API Called for the First Time".
 pub const DEFAULT_RULE: &str =

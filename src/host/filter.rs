@@ -7,35 +7,84 @@
 //! convention into [`Filter`] calls.
 
 use super::{first_present, read_rules, Exceptions, Files, Restored, StateFile};
-use crate::rule::{ErrorPolicy, OutputMode, Settings};
+use crate::rule::{ErrorPolicy, OutputMode, Settings, SeveralOutputs};
 use crate::{with_error_field, Detector, Output, Writer};
 
-/// Where a host looks for its configuration, each list in order of preference.
+/// Where a host looks for its configuration: each name, within each directory, in order;
+/// the first that exists is used.
 #[derive(Debug, Clone, Copy)]
 pub struct Places {
-    /// The rule file: the first that exists.
-    pub rule: &'static [&'static str],
+    /// Directories searched before those the host opened (its WASI preopens).
+    pub first: &'static [&'static str],
+    /// Where in each directory: the directory itself (`""`), or a subdirectory of it
+    /// (`"newterms/"`).
+    pub within: &'static [&'static str],
+    /// The rule file.
+    pub rule: &'static str,
     /// A directory of rule files (`*.toml`, in name order) loaded after the rule file as
-    /// a pack: the first that exists.
-    pub rules_dir: &'static [&'static str],
-    /// A Kibana exception-list export: the first that exists.
-    pub exceptions: &'static [&'static str],
+    /// a pack.
+    pub rules_dir: &'static str,
+    /// A Kibana exception-list export.
+    pub exceptions: &'static str,
     /// Who writes the records' JSON text.
     pub writer: Writer,
 }
 
-/// The Fluent Bit module's places. Relative paths resolve against the directories
-/// Fluent Bit's `Accessible_Paths` opens.
+/// The Fluent Bit module's places: `/etc/newterms`, then every directory Fluent Bit's
+/// `Accessible_Paths` opens, each for the files themselves or a `newterms/` beneath.
 pub const FLUENT_BIT: Places = Places {
-    rule: &["/etc/newterms/rule.toml", "newterms/rule.toml"],
-    rules_dir: &["/etc/newterms/rules", "newterms/rules"],
-    exceptions: &[
-        "/etc/newterms/exceptions.ndjson",
-        "newterms/exceptions.ndjson",
-    ],
+    first: &["/etc/newterms"],
+    within: &["", "newterms/"],
+    rule: "rule.toml",
+    rules_dir: "rules",
+    exceptions: "exceptions.ndjson",
     // `filter_wasm` hands over JSON written by Fluent Bit's own encoder.
     writer: Writer::FluentBit,
 };
+
+impl Places {
+    /// The directories searched, in order: `first`, then `opened` (each once).
+    fn directories(&self, opened: &[String]) -> Vec<String> {
+        let mut dirs: Vec<String> = self.first.iter().map(|d| (*d).to_owned()).collect();
+        for d in opened {
+            let d = d.trim_end_matches('/');
+            let d = if d.is_empty() { "/" } else { d };
+            if !dirs.iter().any(|known| known == d) {
+                dirs.push(d.to_owned());
+            }
+        }
+        dirs
+    }
+
+    /// Every path where `name` may be, in order of preference.
+    fn candidates(&self, dirs: &[String], name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for dir in dirs {
+            for within in self.within {
+                out.push(match dir.as_str() {
+                    "." => format!("{within}{name}"),
+                    "/" => format!("/{within}{name}"),
+                    d => format!("{d}/{within}{name}"),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The field of a bundle, the one record handed back for a record that gives several
+/// outputs (with `several_outputs = "bundle"`, the default):
+/// `{"newterms_outputs":[<output>,<output>,...]}`, each output as it would be alone.
+pub const BUNDLE_FIELD: &str = "newterms_outputs";
+
+/// The configuration step that splits a bundle back into one record per output: the body
+/// of Fluent Bit's `lua` filter (`Call newterms_split`, `Enable_Flb_Null true` so that a
+/// record's JSON nulls survive the trip through Lua), placed right after the `wasm`
+/// filter. A record that is not a bundle passes unchanged (`return 0`: not even re-encoded).
+/// One line, so that it fits a classic configuration's `Code` key as it is; the README
+/// holds it verbatim (a test checks).
+pub const SPLIT_LUA: &str = "function newterms_split(tag, ts, record) local outputs = \
+record.newterms_outputs if outputs == nil then return 0, ts, record end return 1, ts, outputs end";
 
 /// After this many calls that never returned, the filter stops rebuilding itself: each
 /// rebuild leaves the abandoned detector's memory behind, and a cause that keeps
@@ -59,8 +108,12 @@ pub struct Filter {
     state: State,
     file: Option<StateFile>,
     policy: ErrorPolicy,
-    /// Outputs beyond the first of one call (the host takes one record back).
+    several: SeveralOutputs,
+    /// Outputs beyond the first of one call, dropped (`several_outputs = "first"`).
     extra_outputs: u64,
+    /// Records answered with a bundle, and the outputs those bundles held.
+    bundles: u64,
+    bundled_outputs: u64,
     /// Calls with a null or negative-length record.
     bad_calls: u64,
 }
@@ -118,13 +171,36 @@ impl Filter {
         places: &Places,
         log: &mut dyn FnMut(&str),
     ) -> Result<Filter, String> {
-        let found = |list: &'static [&'static str]| {
-            first_present(files, list).map_err(|e| format!("cannot read {e}"))
+        let dirs = places.directories(&files.opened_dirs());
+        let found = |name: &str| {
+            let candidates = places.candidates(&dirs, name);
+            let list: Vec<&str> = candidates.iter().map(String::as_str).collect();
+            first_present(files, &list)
+                .map(|p| p.map(str::to_owned))
+                .map_err(|e| format!("cannot read {e}"))
         };
-        let paths: Vec<&str> = [found(places.rule)?, found(places.rules_dir)?]
+        let paths: Vec<String> = [found(places.rule)?, found(places.rules_dir)?]
             .into_iter()
             .flatten()
             .collect();
+        if paths.is_empty() {
+            let within: Vec<String> = places
+                .within
+                .iter()
+                .map(|w| format!("{w}{}", places.rule))
+                .chain(
+                    places
+                        .within
+                        .iter()
+                        .map(|w| format!("{w}{}/", places.rules_dir)),
+                )
+                .collect();
+            log(&format!(
+                "no rule file in {} (looked for {}): running the built-in rule",
+                dirs.join(", "),
+                within.join(", ")
+            ));
+        }
         let rules = read_rules(files, &paths).map_err(|e| format!("cannot read {e}"))?;
         let mut source = match rules.as_slice() {
             [] => "the built-in rule".to_owned(),
@@ -134,7 +210,7 @@ impl Filter {
         let mut settings = Settings::default();
         if let Some(path) = found(places.exceptions)? {
             let exceptions =
-                Exceptions::read(files, &[path]).map_err(|e| format!("cannot read {e}"))?;
+                Exceptions::read(files, &[&path]).map_err(|e| format!("cannot read {e}"))?;
             settings = exceptions.settings();
             source = format!("{source} with exceptions {path}");
         }
@@ -179,7 +255,10 @@ impl Filter {
             state: State::Ready(Box::new(detector)),
             file,
             policy: settings_of_host.on_error(),
+            several: settings_of_host.several_outputs(),
             extra_outputs: 0,
+            bundles: 0,
+            bundled_outputs: 0,
             bad_calls: 0,
         })
     }
@@ -192,7 +271,10 @@ impl Filter {
             state: State::Failed(msg),
             file: None,
             policy: ErrorPolicy::Pass,
+            several: SeveralOutputs::Bundle,
             extra_outputs: 0,
+            bundles: 0,
+            bundled_outputs: 0,
             bad_calls: 0,
         }
     }
@@ -233,26 +315,38 @@ impl Filter {
         }
         // A tag that is not UTF-8 names no index of its own.
         detector.set_tag(std::str::from_utf8(tag).unwrap_or(""));
-        let (policy, extra) = (self.policy, &mut self.extra_outputs);
-        let mut answered = false;
+        let (policy, several) = (self.policy, self.several);
+        let (mut outputs, mut dropped) = (0u64, 0u64);
         detector.process(record, &mut |o| {
-            if answered {
-                *extra += 1;
-                return;
-            }
-            match o {
-                Output::Emit(text) => {
-                    out.extend_from_slice(text.as_bytes());
-                    answered = true;
-                }
+            let text = match o {
+                Output::Emit(text) => text,
                 Output::Error(e) if policy == ErrorPolicy::Pass => {
-                    let marked = with_error_field(record, e.kind().as_str(), e.message());
-                    out.extend_from_slice(marked.as_bytes());
-                    answered = true;
+                    with_error_field(record, e.kind().as_str(), e.message()).into()
                 }
-                Output::Error(_) => {}
+                Output::Error(_) => return,
+            };
+            outputs += 1;
+            match (outputs, several) {
+                (1, _) => {}
+                (_, SeveralOutputs::First) => {
+                    dropped += 1;
+                    return;
+                }
+                (2, SeveralOutputs::Bundle) => {
+                    let head = format!("{{\"{BUNDLE_FIELD}\":[");
+                    out.splice(0..0, head.bytes());
+                    out.push(b',');
+                }
+                (_, SeveralOutputs::Bundle) => out.push(b','),
             }
+            out.extend_from_slice(text.as_bytes());
         });
+        self.extra_outputs += dropped;
+        if outputs > 1 && several == SeveralOutputs::Bundle {
+            out.extend_from_slice(b"]}");
+            self.bundles += 1;
+            self.bundled_outputs += outputs;
+        }
         if let Some(f) = &mut self.file {
             if f.tick(1, Some(time)) {
                 if let Err(e) = f.save(files, &detector.snapshot(), Some(time)) {
@@ -296,6 +390,8 @@ impl Filter {
             }
         }
         doc.insert("extra_outputs_dropped".into(), self.extra_outputs.into());
+        doc.insert("bundles".into(), self.bundles.into());
+        doc.insert("bundled_outputs".into(), self.bundled_outputs.into());
         doc.insert("bad_calls".into(), self.bad_calls.into());
         doc.insert("recoveries".into(), recoveries.calls.into());
         doc.insert(

@@ -12,7 +12,9 @@ mod filter;
 mod intake;
 mod state;
 
-pub use filter::{Filter, Places, Recoveries, FLUENT_BIT, MAX_RECOVERIES, STACK_NEED};
+pub use filter::{
+    Filter, Places, Recoveries, BUNDLE_FIELD, FLUENT_BIT, MAX_RECOVERIES, SPLIT_LUA, STACK_NEED,
+};
 pub use intake::{reading_order, Damage, Frame, Framer};
 pub use state::{Cadence, Restored, StateFile, StatePolicy};
 
@@ -26,6 +28,9 @@ pub trait Files {
     /// and after a crash the file holds one or the other.
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// The directories the host opened for us (a WASI host's preopens, by the names it
+    /// gave them), in its order; none where every path is reachable.
+    fn opened_dirs(&self) -> Vec<String>;
 }
 
 /// The process's own file system (`std::fs`; under WASI, the directories the host opened).
@@ -91,6 +96,62 @@ impl Files for StdFiles {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn opened_dirs(&self) -> Vec<String> {
+        preopens::names()
+    }
+}
+
+/// The directories a WASI preview 1 host opened: file descriptors from 3 up, each a
+/// "prestat" directory, until the first that is not (the preview 1 convention wasi-libc
+/// itself follows).
+#[cfg(all(target_family = "wasm", target_os = "wasi"))]
+mod preopens {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        fn fd_prestat_get(fd: i32, prestat: *mut u32) -> i32;
+        fn fd_prestat_dir_name(fd: i32, path: *mut u8, len: i32) -> i32;
+    }
+
+    /// Far more than any host opens; a bound on a loop that trusts the host.
+    const MOST: i32 = 1024;
+
+    pub(super) fn names() -> Vec<String> {
+        let mut out = Vec::new();
+        for fd in 3..3 + MOST {
+            // `prestat`: a tag (0: a directory) in the first byte, the name's length after.
+            let mut prestat = [0u32; 2];
+            // SAFETY: the host writes the 8-byte prestat of `fd` into our buffer.
+            if unsafe { fd_prestat_get(fd, prestat.as_mut_ptr()) } != 0 {
+                break;
+            }
+            if prestat[0] & 0xff != 0 {
+                continue;
+            }
+            let mut name = vec![0u8; prestat[1] as usize];
+            // SAFETY: `name` has the length the host gave for this name.
+            let errno = unsafe { fd_prestat_dir_name(fd, name.as_mut_ptr(), name.len() as i32) };
+            if errno != 0 {
+                continue;
+            }
+            // Some hosts count a trailing NUL.
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            if let Ok(name) = String::from_utf8(name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// Natively every path is reachable: no directory is opened for us.
+#[cfg(not(all(target_family = "wasm", target_os = "wasi")))]
+mod preopens {
+    pub(super) fn names() -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -246,6 +307,9 @@ pub(crate) mod tests {
         fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
             self.0.borrow_mut().insert(path.into(), bytes.to_vec());
             Ok(())
+        }
+        fn opened_dirs(&self) -> Vec<String> {
+            Vec::new()
         }
         fn rename(&self, from: &str, to: &str) -> io::Result<()> {
             let b = self

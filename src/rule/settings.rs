@@ -48,6 +48,19 @@ pub enum ErrorPolicy {
     Drop,
 }
 
+/// What a host that takes one record back per record (Fluent Bit) does with a record that
+/// gives several outputs (alerts of several rules, several match documents, an alert and
+/// an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeveralOutputs {
+    /// Hand back one record holding them all, `{"newterms_outputs":[...]}`, for a
+    /// configuration step to split (nothing is lost).
+    Bundle,
+    /// Hand back the first, and count the others as dropped.
+    First,
+}
+
 /// Our settings, as a rule file's `[newterms]` table, a host's overrides or an options
 /// object give them: a key not set is `None` (or empty), and takes its default from the
 /// accessor of the same name. Unknown keys are refused.
@@ -90,6 +103,12 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(deserialize_with = "one_of")]
     pub on_error: Option<ErrorPolicy>,
+    /// `several_outputs`: `bundle` (default) or `first`: what a host that takes one record
+    /// back per record (the Fluent Bit filter) does with a record that gives several
+    /// outputs. Hosts with an output stream (the component, the command) send each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "one_of")]
+    pub several_outputs: Option<SeveralOutputs>,
     /// `state_file`: where a host without its own state option (the Fluent Bit module)
     /// keeps the term table across restarts, as a path it can write (default: none, the
     /// table lives in memory only).
@@ -166,6 +185,9 @@ impl Settings {
     pub fn on_error(&self) -> ErrorPolicy {
         self.on_error.unwrap_or(ErrorPolicy::Pass)
     }
+    pub fn several_outputs(&self) -> SeveralOutputs {
+        self.several_outputs.unwrap_or(SeveralOutputs::Bundle)
+    }
     /// `state_every_records` and `state_every_seconds`, defaults from the one policy.
     pub fn state_policy(&self) -> crate::host::StatePolicy {
         let default = crate::host::StatePolicy::default();
@@ -227,6 +249,7 @@ impl Settings {
             allowed_lateness,
             max_record_bytes,
             on_error,
+            several_outputs,
             state_file,
             state_every_records,
             state_every_seconds,
@@ -246,6 +269,7 @@ impl Settings {
         out.allowed_lateness = allowed_lateness.or(out.allowed_lateness);
         out.max_record_bytes = max_record_bytes.or(out.max_record_bytes);
         out.on_error = on_error.or(out.on_error);
+        out.several_outputs = several_outputs.or(out.several_outputs);
         out.state_file = state_file.clone().or(out.state_file);
         out.state_every_records = state_every_records.or(out.state_every_records);
         out.state_every_seconds = state_every_seconds.or(out.state_every_seconds);

@@ -280,22 +280,54 @@ impl FluentBitDetect {
     }
 }
 
-/// What the module answered, as an output: nothing (dropped), an error it carried in the
-/// record's `newterms.error` field, or a record.
-pub fn fluentbit_out(answer: Vec<u8>) -> Option<Out> {
+/// What the module answered, as outputs: none (dropped), an error it carried in the
+/// record's `newterms.error` field, or a record; a bundle (`newterms_outputs`) is each of
+/// its outputs, as the configuration's split step makes them.
+pub fn fluentbit_out(answer: Vec<u8>) -> Vec<Out> {
     if answer.is_empty() {
-        return None;
+        return Vec::new();
     }
     let text = String::from_utf8(answer).expect("the module answers UTF-8");
+    // Each output's own text, as the split step hands it on.
+    type Bundle<'a> = std::collections::BTreeMap<String, Vec<&'a serde_json::value::RawValue>>;
+    match serde_json::from_str::<Bundle>(&text) {
+        Ok(doc) if doc.contains_key(newterms::host::BUNDLE_FIELD) => {
+            assert_eq!(doc.len(), 1, "a bundle holds nothing else: {text}");
+            let outputs = &doc[newterms::host::BUNDLE_FIELD];
+            assert!(outputs.len() > 1, "a bundle holds several outputs: {text}");
+            outputs
+                .iter()
+                .map(|o| one_out(o.get().to_owned()))
+                .collect()
+        }
+        _ => vec![one_out(text)],
+    }
+}
+
+fn one_out(text: String) -> Out {
     if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(&text) {
         if let Some(e) = doc.get("newterms.error") {
-            return Some(Out::Error {
+            return Out::Error {
                 kind: e["kind"].as_str().unwrap_or("").to_owned(),
                 message: e["message"].as_str().unwrap_or("").to_owned(),
-            });
+            };
         }
     }
-    Some(Out::Emit(text))
+    Out::Emit(text)
+}
+
+/// A one-answer host's answer for `outputs` (each an object's JSON text): nothing, the
+/// one output, or a bundle of them all, as `docs/contract.md` writes it.
+pub fn bundle(outputs: &[String]) -> String {
+    match outputs {
+        [] => String::new(),
+        [one] => one.clone(),
+        many => format!(
+            "{{\"{}\":[{}]}}",
+            newterms::host::BUNDLE_FIELD,
+            many.join(",")
+        ),
+    }
 }
 
 impl Detect for FluentBitDetect {
@@ -307,7 +339,7 @@ impl Detect for FluentBitDetect {
                     .module
                     .call(b"cloudtrail", (0, 0), Some(i))
                     .expect("the filter trapped");
-                fluentbit_out(answer).into_iter().collect()
+                fluentbit_out(answer)
             })
             .collect()
     }
@@ -320,6 +352,8 @@ impl Detect for FluentBitDetect {
                 !matches!(
                     k.as_str(),
                     "extra_outputs_dropped"
+                        | "bundles"
+                        | "bundled_outputs"
                         | "bad_calls"
                         | "recoveries"
                         | "allocator_restarts"
@@ -344,16 +378,21 @@ pub fn rules_dir(label: &str, sub: &str, rules: &[(String, String)]) -> TempDir 
     dir
 }
 
-/// The core's one answer a record, as a one-answer host (Fluent Bit) gives it: the
-/// record's first output, empty for none.
-pub fn first_outputs(rules: &[(String, String)], records: &[Vec<u8>]) -> Vec<String> {
+/// The core's outputs for each record that are records (alerts, match documents), as
+/// JSON text, in order.
+pub fn all_outputs(rules: &[(String, String)], records: &[Vec<u8>]) -> Vec<Vec<String>> {
     let mut pack =
         newterms::Detector::open(rules, &newterms::Settings::default(), None).expect("pack");
     records
         .iter()
-        .map(|r| match pack.process_collect(r).into_iter().next() {
-            Some(newterms::Output::Emit(a)) => a.into_owned(),
-            _ => String::new(),
+        .map(|r| {
+            pack.process_collect(r)
+                .into_iter()
+                .filter_map(|o| match o {
+                    newterms::Output::Emit(a) => Some(a.into_owned()),
+                    newterms::Output::Error(_) => None,
+                })
+                .collect()
         })
         .collect()
 }

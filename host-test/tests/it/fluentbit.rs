@@ -73,7 +73,7 @@ fn records_of_every_bad_kind_give_the_documented_answer() {
     assert_eq!(big.len(), 1 << 20);
     let out = fluentbit_out(m.call(b"t", (0, 0), Some(&big)).expect("call"));
     assert!(
-        matches!(&out, Some(Out::Emit(a)) if a.contains("user/big")),
+        matches!(&out[..], [Out::Emit(a)] if a.contains("user/big")),
         "{out:?}"
     );
     let mut bigger = record("arn:aws:iam::1:user/bigger", 1);
@@ -94,7 +94,16 @@ fn records_of_every_bad_kind_give_the_documented_answer() {
         (b"\"x\"", "not-object"),
     ] {
         let answer = m.call(b"t", (0, 0), Some(input)).expect("call");
-        let doc: Value = serde_json::from_slice(&answer).expect("an object");
+        let mut doc: Value = serde_json::from_slice(&answer).expect("an object");
+        // `[1,2]` is an array of two records, each not an object: both, in one bundle.
+        if input == b"[1,2]" {
+            let outputs = doc[newterms::host::BUNDLE_FIELD]
+                .as_array()
+                .expect("a bundle");
+            assert_eq!(outputs.len(), 2, "{doc}");
+            assert_eq!(outputs[0]["newterms.error"]["kind"], kind);
+            doc = outputs[1].clone();
+        }
         assert_eq!(doc["newterms.error"]["kind"], kind);
         assert_eq!(
             doc["newterms.original"].as_str().map(str::as_bytes),
@@ -119,14 +128,30 @@ fn records_of_every_bad_kind_give_the_documented_answer() {
         m.call(b"t", (0, 0), Some(&record("arn:aws:iam::1:user/after", 2)))
             .expect("call"),
     );
-    assert!(matches!(&out, Some(Out::Emit(a)) if a.contains("user/after")));
+    assert!(matches!(&out[..], [Out::Emit(a)] if a.contains("user/after")));
     let stats = m.stats().expect("stats");
     assert_eq!(stats["bad_calls"], 1);
     assert_eq!(stats["errors.too-large"], 1);
-    // `[1,2]` is an array of two records, each not an object: Fluent Bit gets the first.
     assert_eq!(stats["errors.not-object"], 3);
-    assert_eq!(stats["extra_outputs_dropped"], 1);
+    assert_eq!(stats["bundles"], 1);
+    assert_eq!(stats["bundled_outputs"], 2);
+    assert_eq!(stats["extra_outputs_dropped"], 0);
     assert_eq!(stats["errors.invalid-json"], 1);
+}
+
+#[test]
+fn several_outputs_first_hands_back_the_first_and_counts_the_rest() {
+    let mut fb = FluentBitDetect::open("", "several_outputs = \"first\"").expect("module");
+    let m = fb.module();
+    let answer = m.call(b"t", (0, 0), Some(b"[1,2,3]")).expect("call");
+    let doc: Value = serde_json::from_slice(&answer).expect("an object");
+    assert_eq!(
+        doc["newterms.error"]["message"],
+        "[0]: a record must be a JSON object"
+    );
+    let stats = m.stats().expect("stats");
+    assert_eq!(stats["extra_outputs_dropped"], 2);
+    assert_eq!(stats["bundles"], 0);
 }
 
 #[test]
@@ -209,7 +234,7 @@ fn each_records_tag_names_its_index() {
     {
         let r = record(&format!("arn:aws:iam::1:user/u{i}"), i as u32);
         let out = fluentbit_out(m.call(tag.as_bytes(), (0, 0), Some(&r)).expect("call"));
-        alerted.push(matches!(out, Some(Out::Emit(_))));
+        alerted.push(matches!(out[..], [Out::Emit(_)]));
     }
     // A record tagged for another index is not the CloudTrail rule's, raw or not.
     assert_eq!(alerted, [false, true, false, true]);
@@ -231,8 +256,10 @@ fn an_exceptions_file_beside_the_rule_applies() {
     .expect("module");
     let mut alerts = Vec::new();
     for l in files("cloudtrail/invictus-ir").iter().flat_map(as_lines) {
-        if let Some(Out::Emit(a)) = fluentbit_out(m.call(b"t", (0, 0), Some(&l)).expect("call")) {
-            alerts.push(a);
+        for out in fluentbit_out(m.call(b"t", (0, 0), Some(&l)).expect("call")) {
+            if let Out::Emit(a) = out {
+                alerts.push(a);
+            }
         }
     }
     assert_eq!(alerts.len(), 1);
@@ -274,9 +301,8 @@ fn a_value_list_beside_the_exceptions_file_applies() {
     let mut m = load();
     let mut alerts = 0;
     for l in files("cloudtrail/invictus-ir").iter().flat_map(as_lines) {
-        if let Some(Out::Emit(_)) = fluentbit_out(m.call(b"t", (0, 0), Some(&l)).expect("call")) {
-            alerts += 1;
-        }
+        let outs = fluentbit_out(m.call(b"t", (0, 0), Some(&l)).expect("call"));
+        alerts += outs.iter().filter(|o| matches!(o, Out::Emit(_))).count();
     }
     assert_eq!(alerts, 0);
     let stats = m.stats().expect("stats");
@@ -323,13 +349,16 @@ fn a_rules_directory_runs_as_a_pack() {
     );
     let (mut got, mut want) = (Vec::new(), Vec::new());
     for r in &records {
-        if let Some(Out::Emit(a)) = fluentbit_out(m.call(b"t", (0, 0), Some(r)).expect("call")) {
-            got.push(a);
+        for out in fluentbit_out(m.call(b"t", (0, 0), Some(r)).expect("call")) {
+            if let Out::Emit(a) = out {
+                got.push(a);
+            }
         }
-        // Fluent Bit takes one record back per call: the first output.
-        let outs = native.process_collect(r);
-        if let Some(newterms::Output::Emit(a)) = outs.first() {
-            want.push(a.to_string());
+        // Every output, a record's several in one bundle.
+        for out in native.process_collect(r) {
+            if let newterms::Output::Emit(a) = out {
+                want.push(a.to_string());
+            }
         }
     }
     assert!(want.len() > 20, "{}", want.len());

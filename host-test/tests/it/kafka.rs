@@ -65,14 +65,26 @@ fn edge_and_single(records: &Path) -> (Vec<(String, String)>, BTreeSet<String>) 
     (docs, set)
 }
 
-struct Cluster {
+/// The alert ids `newterms run --rule RULES RECORDS` writes, in order.
+pub(crate) fn single_run(rules: &Path, records: &Path) -> Vec<String> {
+    let out = newterms(&[
+        "run",
+        "-q",
+        "--rule",
+        rules.to_str().expect("utf8"),
+        records.to_str().expect("utf8"),
+    ]);
+    uuids(&out.stdout)
+}
+
+pub(crate) struct Cluster {
     /// The cluster lives (in this process) as long as the test holds it.
     _mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    brokers: String,
+    pub(crate) brokers: String,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         let mock = MockCluster::new(1).expect("mock cluster");
         let brokers = mock.bootstrap_servers();
         // The mock keeps at most 5 MB a partition (older data is dropped, as retention
@@ -119,7 +131,7 @@ impl Cluster {
     }
 
     /// Every message of a topic: key, payload, `newterms-error` header.
-    fn read_all(&self, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, Option<String>)> {
+    pub(crate) fn read_all(&self, topic: &str) -> Vec<(Vec<u8>, Vec<u8>, Option<String>)> {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", "test-reader")
@@ -171,7 +183,7 @@ impl Cluster {
     }
 
     /// The ids of every alert written, duplicates included.
-    fn alert_ids(&self) -> Vec<String> {
+    pub(crate) fn alert_ids(&self) -> Vec<String> {
         uuids(
             &self
                 .read_all("alerts")
@@ -185,6 +197,11 @@ impl Cluster {
     }
 
     fn consumer(&self, name: &str) -> Child {
+        self.consumer_with(name, &[])
+    }
+
+    /// A `newterms consume` member named `name`, with `extra` arguments.
+    pub(crate) fn consumer_with(&self, name: &str, extra: &[&str]) -> Child {
         let stats = tmp(&format!("{name}.stats.json"));
         let log = std::fs::File::create(tmp(&format!("{name}.log"))).expect("log");
         Command::new(env!("CARGO_BIN_EXE_newterms"))
@@ -213,6 +230,7 @@ impl Cluster {
                 "--kafka",
                 "heartbeat.interval.ms=500",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -220,7 +238,7 @@ impl Cluster {
     }
 }
 
-fn wait(mut c: Child, name: &str) -> Value {
+pub(crate) fn wait(mut c: Child, name: &str) -> Value {
     let started = Instant::now();
     loop {
         if let Some(status) = c.try_wait().expect("wait") {

@@ -61,17 +61,75 @@ fn run(
     dir: &Path,
     filter: &str,
 ) -> Run {
+    let pipeline = Pipeline {
+        module,
+        function,
+        input,
+        filter,
+        ..Pipeline::default()
+    };
+    launch(binary, dir, &pipeline)
+}
+
+/// A Fluent Bit pipeline: `tail` over NDJSON, the module, the split step (the README's),
+/// and an output (a file in `dir/out`, unless given).
+struct Pipeline<'a> {
+    module: &'a Path,
+    function: &'a str,
+    input: &'a Path,
+    /// The `Accessible_Paths` value.
+    accessible: &'a str,
+    /// Extra lines for the `wasm` filter's section.
+    filter: &'a str,
+    /// The `lua` filter that splits a bundle, as the README configures it.
+    split: bool,
+    /// An `[OUTPUT]` section in place of the file.
+    output: Option<String>,
+}
+
+impl Default for Pipeline<'_> {
+    fn default() -> Self {
+        Pipeline {
+            module: Path::new(""),
+            function: "newterms_filter",
+            input: Path::new(""),
+            accessible: ".",
+            filter: "",
+            split: false,
+            output: None,
+        }
+    }
+}
+
+/// The README's split step, in a classic configuration.
+fn split_section() -> String {
+    format!(
+        "[FILTER]\n    Name lua\n    Match *\n    Call newterms_split\n    Enable_Flb_Null true\n    Code {}\n",
+        newterms::host::SPLIT_LUA
+    )
+}
+
+fn launch(binary: &Path, dir: &Path, p: &Pipeline) -> Run {
     let out_dir = dir.join("out");
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).expect("output dir");
+    let output = p.output.clone().unwrap_or_else(|| {
+        format!(
+            "[OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File records\n    Format plain\n",
+            out_dir.display()
+        )
+    });
     let config = format!(
         "[SERVICE]\n    Flush 1\n    Log_Level info\n\
          [INPUT]\n    Name tail\n    Path {}\n    Read_from_Head true\n    Parser json\n    Exit_On_Eof true\n\
-         [FILTER]\n    Name wasm\n    Match *\n    Event_Format json\n    Wasm_Path {}\n    Function_Name {function}\n    Accessible_Paths .\n{filter}\
-         [OUTPUT]\n    Name file\n    Match *\n    Path {}\n    File records\n    Format plain\n",
-        input.display(),
-        module.display(),
-        out_dir.display()
+         [FILTER]\n    Name wasm\n    Match *\n    Event_Format json\n    Wasm_Path {}\n    Function_Name {}\n    Accessible_Paths {}\n{}\
+         {}{output}",
+        p.input.display(),
+        p.module.display(),
+        p.function,
+        p.accessible,
+        p.filter,
+        if p.split { split_section() } else { String::new() },
     );
     let conf = dir.join("fluent-bit.conf");
     std::fs::write(&conf, config).expect("config");
@@ -324,7 +382,13 @@ fn the_whole_elastic_set_runs_as_one_pack_in_fluent_bit() {
     let dir = crate::backend::rules_dir("real-fb-elastic", "newterms", &rules);
     let (path, lines) = input(&dir.0, true, None);
     let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
-    let got = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    let pipeline = Pipeline {
+        module: &module,
+        input: &path,
+        split: true,
+        ..Pipeline::default()
+    };
+    let got = launch(&fb, &dir.0, &pipeline);
     assert_eq!(got.complaints(), Vec::<&str>::new(), "{}", got.log);
     assert!(
         got.log
@@ -332,17 +396,238 @@ fn the_whole_elastic_set_runs_as_one_pack_in_fluent_bit() {
         "{}",
         got.log
     );
-    // One answer a record: each record's first output, as the core gives it.
-    let want: Vec<Value> = crate::backend::first_outputs(&rules, &lines)
+    // Every output of every record, in order: a record that alerts for several rules
+    // gives them all, through the bundle and the split step.
+    let all = crate::backend::all_outputs(&rules, &lines);
+    let alerting = all.iter().filter(|w| !w.is_empty()).count();
+    let want: Vec<Value> = all
         .iter()
-        .filter(|a| !a.is_empty())
+        .flatten()
         .map(|a| serde_json::from_str(a).expect("alert"))
         .collect();
-    assert!(!want.is_empty());
+    assert!(
+        want.len() > alerting,
+        "some record alerts for several rules: {} alerts from {alerting} records",
+        want.len()
+    );
+    assert_eq!(got.out.len(), want.len(), "{}", got.log);
     assert!(
         got.out == want,
         "Fluent Bit's outputs differ from the core's"
     );
+    // And the same ids as the command's.
+    let ids = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .map(|d| d["kibana.alert.uuid"].as_str().expect("uuid").to_owned())
+            .collect()
+    };
+    let command = crate::kafka::single_run(&dir.0.join("newterms/rules"), &path);
+    assert_eq!(ids(&got.out), command);
+}
+
+/// The edge in `matches` mode, in Fluent Bit, with the split step and `out_kafka`, into
+/// librdkafka's mock cluster; a `newterms consume` group behind it writes the alert ids
+/// the command writes over the same records.
+#[test]
+fn fluent_bit_into_kafka_gives_the_single_answer() {
+    let Some(fb) = fluent_bit() else { return };
+    let Some(rules) = crate::elastic::elastic_rules() else {
+        return;
+    };
+    let dir = crate::backend::rules_dir("real-fb-kafka", "newterms", &rules);
+    let rules_path = dir.0.join("newterms/rules");
+    let (path, lines) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let cluster = crate::kafka::Cluster::start();
+    let output = format!(
+        "[OUTPUT]\n    Name kafka\n    Match *\n    Brokers {}\n    Topics matches\n    Format json\n    Message_Key_Field newterms_key\n",
+        cluster.brokers
+    );
+    let pipeline = Pipeline {
+        module: &module,
+        function: "newterms_matches",
+        input: &path,
+        split: true,
+        output: Some(output),
+        ..Pipeline::default()
+    };
+    let got = launch(&fb, &dir.0, &pipeline);
+    assert_eq!(got.complaints(), Vec::<&str>::new(), "{}", got.log);
+    // Every match document reached the topic, records with several included.
+    let mut edge = newterms::Detector::open(
+        &rules,
+        &newterms::Settings {
+            output: Some(newterms::OutputMode::Matches),
+            ..newterms::Settings::default()
+        },
+        None,
+    )
+    .expect("pack");
+    let per_record: Vec<usize> = lines
+        .iter()
+        .map(|l| edge.process_collect(l).len())
+        .collect();
+    let documents: usize = per_record.iter().sum();
+    assert!(
+        per_record.iter().any(|&n| n > 1),
+        "some record gives several match documents"
+    );
+    assert_eq!(cluster.read_all("matches").len(), documents);
+    let rules_arg = ["--rule", rules_path.to_str().expect("utf8")];
+    let members = [
+        cluster.consumer_with("fb-a", &rules_arg),
+        cluster.consumer_with("fb-b", &rules_arg),
+    ];
+    for (child, name) in members.into_iter().zip(["fb-a", "fb-b"]) {
+        crate::kafka::wait(child, name);
+    }
+    let got: std::collections::BTreeSet<String> = cluster.alert_ids().into_iter().collect();
+    let want: std::collections::BTreeSet<String> = crate::kafka::single_run(&rules_path, &path)
+        .into_iter()
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "the group's alert ids are the single run's");
+}
+
+/// A rule file directly in a directory Fluent Bit opens (an absolute `Accessible_Paths`),
+/// and the log's list of the directories searched when none holds one.
+#[test]
+fn a_rule_in_any_accessible_directory_is_found() {
+    let Some(fb) = fluent_bit() else { return };
+    let dir = TempDir::new("real-fb-places");
+    let conf = dir.0.join("conf");
+    std::fs::create_dir_all(&conf).expect("conf dir");
+    let (path, _) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let accessible = conf.to_str().expect("utf8");
+    let pipeline = Pipeline {
+        module: &module,
+        input: &path,
+        accessible,
+        ..Pipeline::default()
+    };
+    let none = launch(&fb, &dir.0, &pipeline);
+    assert!(
+        none.log.contains(&format!(
+            "no rule file in /etc/newterms, {accessible} (looked for rule.toml, newterms/rule.toml"
+        )),
+        "{}",
+        none.log
+    );
+    assert_eq!(none.out.len(), 3, "the built-in rule runs");
+    // The seed rule in `passthrough` mode: the records themselves come out.
+    std::fs::write(
+        conf.join("rule.toml"),
+        format!(
+            "{}\n[newterms]\noutput = \"passthrough\"\n",
+            newterms::DEFAULT_RULE
+        ),
+    )
+    .expect("rule file");
+    let found = launch(&fb, &dir.0, &pipeline);
+    assert!(
+        found
+            .log
+            .contains(&format!("loaded {accessible}/rule.toml: rule")),
+        "{}",
+        found.log
+    );
+    assert_eq!(found.out.len(), 3);
+    assert!(found
+        .out
+        .iter()
+        .all(|r| r["eventName"] == "GetCallerIdentity"));
+}
+
+/// The README's first classic and YAML configurations (In Fluent Bit), as written but for
+/// the paths, the `tail` input's run to the end of its file and a file output in place of
+/// `stdout`: with Elastic's whole set in `rules/`, every alert comes out, one record each.
+#[test]
+fn the_readmes_configurations_give_every_alert() {
+    let Some(fb) = fluent_bit() else { return };
+    let Some(rules) = crate::elastic::elastic_rules() else {
+        return;
+    };
+    let readme = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("README");
+    let section = &readme[readme
+        .find("## In Fluent Bit")
+        .expect("the Fluent Bit section")..];
+    let block = |fence: &str| -> String {
+        let start = section.find(fence).expect("a block") + fence.len();
+        let len = section[start..].find("```").expect("its end");
+        section[start..start + len].to_owned()
+    };
+    let dir = crate::backend::rules_dir("real-fb-readme", "etc", &rules);
+    let (path, lines) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let etc = dir.0.join("etc");
+    let out_dir = dir.0.join("out");
+    let want: Vec<Value> = crate::backend::all_outputs(&rules, &lines)
+        .iter()
+        .flatten()
+        .map(|a| serde_json::from_str(a).expect("alert"))
+        .collect();
+    let paths = |text: String| {
+        text.replace("/var/log/cloudtrail/*.ndjson", &path.display().to_string())
+            .replace(
+                "/etc/newterms/newterms-fluentbit.wasm",
+                &module.display().to_string(),
+            )
+            .replace("/etc/newterms", &etc.display().to_string())
+    };
+    let classic = paths(block("```ini\n"))
+        .replace(
+            "    Tag     aws.cloudtrail\n",
+            "    Tag     aws.cloudtrail\n    Read_from_Head true\n    Exit_On_Eof true\n",
+        )
+        .replace(
+            "    Name   stdout\n",
+            &format!(
+                "    Name   file\n    Path   {}\n    File   records\n    Format plain\n",
+                out_dir.display()
+            ),
+        );
+    let yaml = paths(block("```yaml\n"))
+        .replace(
+            "      tag: aws.cloudtrail\n",
+            "      tag: aws.cloudtrail\n      read_from_head: true\n      exit_on_eof: true\n",
+        )
+        .replace(
+            "    - name: stdout\n",
+            &format!(
+                "    - name: file\n      path: {}\n      file: records\n      format: plain\n",
+                out_dir.display()
+            ),
+        );
+    for (name, config) in [("readme.conf", classic), ("readme.yaml", yaml)] {
+        assert!(config.contains(newterms::host::SPLIT_LUA), "{config}");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir).expect("output dir");
+        let conf = dir.0.join(name);
+        std::fs::write(&conf, &config).expect("config");
+        let output = Command::new(&fb)
+            .args([
+                "-c".as_ref(),
+                conf.as_os_str(),
+                "-R".as_ref(),
+                fb.with_file_name("parsers.conf").as_os_str(),
+            ])
+            .output()
+            .expect("running Fluent Bit");
+        let log = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{name}: {log}");
+        let text = std::fs::read_to_string(out_dir.join("records")).unwrap_or_default();
+        let got: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a record"))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: {log}");
+        assert!(got == want, "{name}: the alerts differ from the core's");
+    }
 }
 
 /// The do-nothing filters the benchmark sets the module against: one passes every record
