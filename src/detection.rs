@@ -82,6 +82,9 @@ pub(crate) struct Detection {
     pub(crate) stats: Stats,
     /// Records offered to this rule after its prefilter (decided or in error).
     pub(crate) offered: u64,
+    /// The time of the first record this rule accepted (its learning period starts
+    /// there); kept in snapshots.
+    pub(crate) first_accepted: Option<Nanos>,
     /// The key of the current term, reused between records.
     key: Vec<u8>,
     /// The rule's alert fields, rendered once.
@@ -139,6 +142,7 @@ impl Detection {
             terms,
             stats: Stats::default(),
             offered: 0,
+            first_accepted: None,
             key: Vec::new(),
             template: alert::Template::new(&rule),
             rule,
@@ -160,6 +164,7 @@ impl Detection {
             fields: self.rule.new_terms_fields.clone(),
             window: self.rule.history_window,
             watermark: self.terms.watermark(),
+            first_accepted: self.first_accepted,
             terms: self
                 .terms
                 .entries()
@@ -182,6 +187,7 @@ impl Detection {
             });
         }
         self.terms = TermTable::restore(self.terms.limits(), snap.watermark, snap.terms);
+        self.first_accepted = snap.first_accepted;
         Ok(())
     }
 
@@ -259,6 +265,7 @@ impl Detection {
         // From here on the record is accepted: count it and update the table (or, in
         // `matches` mode, which keeps no table, send each term on).
         self.stats.matched += 1;
+        self.first_accepted.get_or_insert(ts);
         let late = matches_text.is_none() && self.terms.is_late(ts);
         if late {
             self.stats.late += 1;
@@ -349,6 +356,7 @@ impl Detection {
         let ts = self.record_time(view, layout)?;
         self.must_fit(terms.iter().map(|t| t.len()).sum::<usize>() + terms.len() - 1)?;
         self.stats.matched += 1;
+        self.first_accepted.get_or_insert(ts);
         let late = self.terms.is_late(ts);
         if late {
             self.stats.late += 1;
@@ -413,6 +421,10 @@ impl Detection {
         if !self.terms.observe(&self.key, s.time).new {
             return false;
         }
+        if self.learning(s.time) {
+            self.stats.learned += 1;
+            return false;
+        }
         self.stats.alerts += 1;
         if render {
             let r = &s.record;
@@ -435,6 +447,16 @@ impl Detection {
             }
         }
         true
+    }
+
+    /// Whether a new term seen at `ts` is learned rather than alerted: within
+    /// `learning_period` of the first record the rule accepted (record time, so a replay
+    /// decides the same; `forever` never ends).
+    fn learning(&self, ts: Nanos) -> bool {
+        match (self.rule.settings.learning_period(), self.first_accepted) {
+            (Some(period), Some(first)) => ts < first.saturating_add(period),
+            _ => false,
+        }
     }
 
     /// The record's time: the rule's `timestamp_override` field when present, else

@@ -250,7 +250,7 @@ impl Detector {
 
     /// The counters of the detector. For one rule, that rule's; for a pack, each record
     /// once, under the furthest any rule took it: alerted, then in error, suppressed,
-    /// no term, excepted, unmatched, prefiltered. `alerts`, evictions and terms held are
+    /// no term, excepted, unmatched, prefiltered. `alerts`, `learned`, evictions and terms held are
     /// the rules' sums.
     pub fn stats(&self) -> Stats {
         if self.rules.len() == 1 {
@@ -260,6 +260,7 @@ impl Detector {
         for d in &self.rules {
             let c = d.terms.counters();
             s.alerts += d.stats.alerts;
+            s.learned += d.stats.learned;
             s.evicted_window += c.evicted_window;
             s.evicted_capacity += c.evicted_capacity;
             s.terms_held += d.terms.len() as u64;

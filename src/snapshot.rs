@@ -2,20 +2,26 @@
 //!
 //! The same bytes on every build (native, component, Fluent Bit module): integers are
 //! little-endian, terms are written oldest first (by `last_seen`, then by bytes), so the
-//! hasher's seed and the platform play no part. Layout, version 1:
+//! hasher's seed and the platform play no part. Layout, version 2:
 //!
 //! ```text
 //! magic      8 bytes  "NEWTERMS"
-//! version    u16      1
+//! version    u16      2
 //! reserved   u16      0
 //! rule_id    u32 length + UTF-8
 //! fields     u32 count, then each: u32 length + UTF-8   (the new-terms fields, in order)
 //! window     i64      nanoseconds (informational: the loading rule's window applies)
 //! watermark  i64      nanoseconds; i64::MIN when nothing was seen
+//! first      i64      the time of the first record the rule accepted (its learning
+//!                     period starts there); i64::MIN when none
 //! count      u64
 //! terms      count times: i64 last_seen, u32 length, bytes
 //! checksum   u64      FNV-1a 64 of everything before it
 //! ```
+//!
+//! Version 1 is the same without `first`; it is read as having accepted a record long ago
+//! when it has a watermark (a table with history is a baseline: no learning period starts
+//! over on it), and none otherwise.
 //!
 //! A rule pack's state is its rules' snapshots in one container, version 1:
 //!
@@ -33,7 +39,7 @@ use std::fmt;
 use crate::time::Nanos;
 
 const MAGIC: &[u8; 8] = b"NEWTERMS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const PACK_MAGIC: &[u8; 8] = b"NEWTERMP";
 const PACK_VERSION: u16 = 1;
 
@@ -59,7 +65,7 @@ pub fn decode_any(bytes: &[u8]) -> Result<Vec<Snapshot>, SnapshotError> {
     if bytes.len() < PACK_MAGIC.len() || &bytes[..PACK_MAGIC.len()] != PACK_MAGIC {
         return Snapshot::decode(bytes).map(|s| vec![s]);
     }
-    let mut r = checked_body(bytes, PACK_VERSION)?;
+    let (mut r, _) = checked_body(bytes, &[PACK_VERSION])?;
     let body = r.bytes;
     let _reserved = u16::from_le_bytes(r.array()?);
     let count = u32::from_le_bytes(r.array()?);
@@ -85,6 +91,8 @@ pub struct Snapshot {
     pub fields: Vec<String>,
     pub window: Nanos,
     pub watermark: Option<Nanos>,
+    /// The time of the first record the rule accepted: its learning period starts there.
+    pub first_accepted: Option<Nanos>,
     /// `(term, last_seen)`, oldest first.
     pub terms: Vec<(Vec<u8>, Nanos)>,
 }
@@ -113,7 +121,7 @@ impl fmt::Display for SnapshotError {
             SnapshotError::Foreign => f.write_str("not a newterms snapshot (bad magic)"),
             SnapshotError::Version(v) => write!(
                 f,
-                "snapshot format version {v} is not supported (this build reads {VERSION})"
+                "snapshot format version {v} is not supported (this build reads 1 to {VERSION})"
             ),
             SnapshotError::Truncated { at } => write!(f, "snapshot truncated at byte {at}"),
             SnapshotError::Corrupt => {
@@ -151,6 +159,7 @@ impl Snapshot {
         }
         out.extend_from_slice(&self.window.to_le_bytes());
         out.extend_from_slice(&self.watermark.unwrap_or(i64::MIN).to_le_bytes());
+        out.extend_from_slice(&self.first_accepted.unwrap_or(i64::MIN).to_le_bytes());
         out.extend_from_slice(&(self.terms.len() as u64).to_le_bytes());
         for (k, t) in &self.terms {
             out.extend_from_slice(&t.to_le_bytes());
@@ -165,7 +174,7 @@ impl Snapshot {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(SnapshotError::Foreign);
         }
-        let mut r = checked_body(bytes, VERSION)?;
+        let (mut r, version) = checked_body(bytes, &[1, VERSION])?;
         let body = r.bytes;
         let _reserved = u16::from_le_bytes(r.array()?);
         let rule_id = r.string("rule_id")?;
@@ -182,6 +191,14 @@ impl Snapshot {
         let watermark = match i64::from_le_bytes(r.array()?) {
             i64::MIN => None,
             w => Some(w),
+        };
+        let first_accepted = if version == 1 {
+            watermark.map(|_| i64::MIN)
+        } else {
+            match i64::from_le_bytes(r.array()?) {
+                i64::MIN => None,
+                t => Some(t),
+            }
         };
         let count = u64::from_le_bytes(r.array()?);
         // Each term takes at least 12 bytes: a count beyond that is a lie, not a reason
@@ -214,17 +231,19 @@ impl Snapshot {
             fields,
             window,
             watermark,
+            first_accepted,
             terms,
         })
     }
 }
 
-/// Checks the version after the 8-byte magic and the trailing checksum; returns a reader
-/// over the bytes before the checksum, at the reserved field.
-fn checked_body(bytes: &[u8], version: u16) -> Result<Reader<'_>, SnapshotError> {
+/// Checks the version after the 8-byte magic (one of `versions`) and the trailing
+/// checksum; returns a reader over the bytes before the checksum, at the reserved field,
+/// and the version.
+fn checked_body<'b>(bytes: &'b [u8], versions: &[u16]) -> Result<(Reader<'b>, u16), SnapshotError> {
     let mut r = Reader { bytes, at: 8 };
     let found = u16::from_le_bytes(r.array()?);
-    if found != version {
+    if !versions.contains(&found) {
         return Err(SnapshotError::Version(found));
     }
     if bytes.len() < r.at + 2 + 4 + 8 {
@@ -237,10 +256,13 @@ fn checked_body(bytes: &[u8], version: u16) -> Result<Reader<'_>, SnapshotError>
         // A short file fails here too.
         return Err(SnapshotError::Corrupt);
     }
-    Ok(Reader {
-        bytes: body,
-        at: r.at,
-    })
+    Ok((
+        Reader {
+            bytes: body,
+            at: r.at,
+        },
+        found,
+    ))
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -292,6 +314,7 @@ mod tests {
             fields: vec!["a.b".into()],
             window: 10,
             watermark: Some(100),
+            first_accepted: Some(5),
             terms: vec![(b"x".to_vec(), 5), (b"yy".to_vec(), 100)],
         }
     }
@@ -303,7 +326,7 @@ mod tests {
         assert_eq!(Snapshot::decode(&bytes), Ok(s));
         assert_eq!(
             &bytes[..10],
-            b"NEWTERMS\x01\x00",
+            b"NEWTERMS\x02\x00",
             "magic and little-endian version"
         );
         let empty = Snapshot {
@@ -312,6 +335,36 @@ mod tests {
             ..sample()
         };
         assert_eq!(Snapshot::decode(&empty.encode()), Ok(empty));
+    }
+
+    /// A version 1 snapshot (no `first`): its table is a baseline, so a learning period
+    /// does not start over on it; an empty one has accepted nothing yet.
+    #[test]
+    fn version_1_reads_as_having_accepted_long_ago() {
+        let v1 = |s: &Snapshot| {
+            let v2 = s.encode();
+            // Without the 8 bytes of `first`, after magic, version, reserved, rule id
+            // (4 + 1), fields (4 + 4 + 3), window and watermark.
+            let at = 8 + 2 + 2 + 5 + 11 + 8 + 8;
+            let mut b = v2[..at].to_vec();
+            b.extend_from_slice(&v2[at + 8..v2.len() - 8]);
+            b[8] = 1;
+            let sum = fnv1a(&b);
+            b.extend_from_slice(&sum.to_le_bytes());
+            b
+        };
+        let s = sample();
+        let read = Snapshot::decode(&v1(&s)).expect("version 1");
+        assert_eq!(read.first_accepted, Some(i64::MIN));
+        assert_eq!(read.terms, s.terms);
+        let empty = Snapshot {
+            watermark: None,
+            first_accepted: None,
+            terms: vec![],
+            ..sample()
+        };
+        let read = Snapshot::decode(&v1(&empty)).expect("version 1");
+        assert_eq!(read.first_accepted, None);
     }
 
     #[test]
@@ -349,8 +402,8 @@ mod tests {
             b[i] ^= 0x40;
             assert!(Snapshot::decode(&b).is_err(), "flip at {i}");
         }
-        let mut v2 = bytes.clone();
-        v2[8] = 2;
-        assert_eq!(Snapshot::decode(&v2), Err(SnapshotError::Version(2)));
+        let mut v3 = bytes.clone();
+        v3[8] = 3;
+        assert_eq!(Snapshot::decode(&v3), Err(SnapshotError::Version(3)));
     }
 }

@@ -34,6 +34,10 @@ pub struct Stats {
     pub alerted: u64,
     /// New terms (one alert each in `alert` mode).
     pub alerts: u64,
+    /// New terms learned without an alert: in a rule's `learning_period`, or in a run
+    /// that only learns (`newterms run --learn`). A record whose new terms were all
+    /// learned counts as `suppressed`.
+    pub learned: u64,
     /// Matched records more than the allowed lateness behind the newest time.
     pub late: u64,
     /// Per-record errors by kind, indexed like [`ErrorKind::ALL`].
@@ -78,6 +82,7 @@ impl Stats {
             suppressed,
             alerted,
             alerts,
+            learned,
             late,
             errors: _,
             evicted_window,
@@ -96,6 +101,7 @@ impl Stats {
             ("suppressed", suppressed),
             ("alerted", alerted),
             ("alerts", alerts),
+            ("learned", learned),
             ("late", late),
         ]
         .into_iter()
@@ -131,6 +137,7 @@ impl Stats {
                 "suppressed" => &mut s.suppressed,
                 "alerted" => &mut s.alerted,
                 "alerts" => &mut s.alerts,
+                "learned" => &mut s.learned,
                 "late" => &mut s.late,
                 "evicted_window" => &mut s.evicted_window,
                 "evicted_capacity" => &mut s.evicted_capacity,

@@ -120,6 +120,9 @@ pub fn format_timestamp(t: Nanos) -> String {
 
 /// Parses a duration: a whole number and a unit, `ms`, `s`, `m`, `h`, `d` or `w`
 /// (`90s`, `1h`, `10d`). Zero is allowed; negative numbers are not.
+/// A period with no end (`learning_period = "forever"`).
+pub const FOREVER: Nanos = Nanos::MAX;
+
 pub fn parse_duration(text: &str) -> Option<Nanos> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;

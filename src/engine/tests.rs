@@ -490,3 +490,71 @@ fn a_large_packs_first_search_decides_as_each_rule_alone() {
         }
     }
 }
+
+#[test]
+fn a_learning_period_is_kept_across_a_snapshot() {
+    let records = stream(20_000, 300, true);
+    let settings = "learning_period = \"5d\"";
+    let mut whole = Detector::from_config("", settings).unwrap();
+    let expected = alerts(&mut whole, &records);
+    let s = whole.stats();
+    assert!(s.learned > 100 && s.alerts > 100, "{s:?}");
+    let mut plain = Detector::from_config("", "").unwrap();
+    assert_eq!(
+        alerts(&mut plain, &records).len() as u64,
+        s.alerts + s.learned,
+        "every term learned would have alerted"
+    );
+    for split in [1, 500, 1_600, 10_000] {
+        let mut first = Detector::from_config("", settings).unwrap();
+        let mut got = alerts(&mut first, &records[..split]);
+        let mut second = restore("", settings, &first.snapshot()).unwrap();
+        got.extend(alerts(&mut second, &records[split..]));
+        assert!(got == expected, "split at {split}: the alerts differ");
+    }
+}
+
+#[test]
+fn a_pack_keeps_each_rules_learning_period() {
+    // Rule a's records from day 0, rule b's from day 5: each learns for a day from its
+    // own first record.
+    let start = 1_767_225_600 * crate::time::NANOS_PER_SEC;
+    let record = |event: &str, day: i64, who: u32| {
+        format!(
+            r#"{{"@timestamp":"{}","event":{{"action":"{event}"}},"f":"{event}-{who}"}}"#,
+            format_timestamp(start + day * NANOS_PER_DAY + i64::from(who) * NANOS_PER_MIN)
+        )
+        .into_bytes()
+    };
+    let mut records = Vec::new();
+    for day in 0..10 {
+        for who in 0..3 {
+            records.push(record("a", day, who + day as u32 * 10));
+            if day >= 5 {
+                records.push(record("b", day, who + day as u32 * 10));
+            }
+        }
+    }
+    let rules = [
+        rule_with("rule-a", "event.action: \"a\""),
+        rule_with("rule-b", "event.action: \"b\""),
+    ];
+    let settings = Settings::from_toml("learning_period = \"1d\"").unwrap();
+    let mut pack = Detector::open(&rules, &settings, None).unwrap();
+    let got = alerts(&mut pack, &records);
+    let alone = |id: &str| {
+        let rule = rules.iter().find(|r| r.0 == id).unwrap();
+        let mut d = Detector::open(std::slice::from_ref(rule), &settings, None).unwrap();
+        let out = alerts(&mut d, &records);
+        assert_eq!(d.stats().learned, 3, "{id}: its first day's three terms");
+        out
+    };
+    let mut want = alone("rule-a");
+    want.extend(alone("rule-b"));
+    assert_eq!(want.len(), 27 + 12);
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    want.sort();
+    assert!(got_sorted == want, "the pack alerts as each rule alone");
+    assert_eq!(pack.stats().learned, 6);
+}

@@ -80,6 +80,7 @@ impl From<Stats> for wit::Stats {
             suppressed: s.suppressed,
             alerted: s.alerted,
             alerts: s.alerts,
+            learned: s.learned,
             late: s.late,
             errors_invalid_json: s.errors_of(ErrorKind::InvalidJson),
             errors_not_object: s.errors_of(ErrorKind::NotObject),

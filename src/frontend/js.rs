@@ -28,6 +28,8 @@ export interface Options {
   max_terms?: number;
   max_table_bytes?: number;
   allowed_lateness?: string;
+  /** Learn new terms without alerting for this long in record time ("7d"), or "forever". */
+  learning_period?: string;
   max_record_bytes?: number;
   /** KQL conditions: a record matching any is treated as not matching the rule. */
   exceptions?: string[];

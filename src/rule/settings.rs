@@ -92,6 +92,13 @@ pub struct Settings {
     /// (`90m`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
     pub allowed_lateness: Option<Nanos>,
+    /// `learning_period`: for this long in record time, counted from the first record the
+    /// rule accepts, new terms are learned without alerting (counted as `learned`), so
+    /// that a fresh table does not alert on every identity (default: none). Written as a
+    /// duration (`7d`), or `forever`: learn only, as `newterms run --learn` does to build
+    /// a baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "period")]
+    pub learning_period: Option<Nanos>,
     /// `max_record_bytes`: longer records are refused with a `too-large` error (default
     /// 1 MiB; CloudTrail records are at most a few hundred KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +183,9 @@ impl Settings {
     pub fn allowed_lateness(&self) -> Nanos {
         self.allowed_lateness.unwrap_or(time::NANOS_PER_HOUR)
     }
+    pub fn learning_period(&self) -> Option<Nanos> {
+        self.learning_period
+    }
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_bytes.unwrap_or(1 << 20)
     }
@@ -247,6 +257,7 @@ impl Settings {
             max_terms,
             max_table_bytes,
             allowed_lateness,
+            learning_period,
             max_record_bytes,
             on_error,
             several_outputs,
@@ -267,6 +278,7 @@ impl Settings {
         out.max_terms = max_terms.or(out.max_terms);
         out.max_table_bytes = max_table_bytes.or(out.max_table_bytes);
         out.allowed_lateness = allowed_lateness.or(out.allowed_lateness);
+        out.learning_period = learning_period.or(out.learning_period);
         out.max_record_bytes = max_record_bytes.or(out.max_record_bytes);
         out.on_error = on_error.or(out.on_error);
         out.several_outputs = several_outputs.or(out.several_outputs);
@@ -393,6 +405,30 @@ fn file_path<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
         return Err(de::Error::custom("expected a file path"));
     }
     Ok(Some(s))
+}
+
+/// A learning period as text: a duration, or `forever` ([`crate::time::FOREVER`]).
+mod period {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::time::{Nanos, FOREVER};
+
+    pub fn serialize<S: Serializer>(d: &Option<Nanos>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(FOREVER) => s.serialize_str("forever"),
+            _ => super::duration::serialize(d, s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Nanos>, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration string such as \"7d\", or \"forever\"")
+        })?;
+        if text.trim() == "forever" {
+            return Ok(Some(FOREVER));
+        }
+        super::duration::deserialize(serde::de::value::StringDeserializer::new(text))
+    }
 }
 
 /// A duration as text (`1h`, `90m`).

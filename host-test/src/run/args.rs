@@ -26,6 +26,11 @@ Options:
   --output MODE               alert (default) | passthrough | annotate | matches
   --max-terms N               most terms held (default 100000)
   --allowed-lateness DUR      e.g. 1h (default), 30m
+  --learning-period DUR       learn new terms without alerting for DUR of record time
+                              from each rule's first accepted record (e.g. 7d)
+  --learn                     build a baseline: learn every new term, alert on none
+                              (learning_period = \"forever\"); needs --state, where the
+                              baseline goes for every host to load
   --max-record-bytes N        larger records are errors (default 1048576)
   --index NAME                the index of records that name none of their own (no
                               data_stream.*, no Beat's agent.type), e.g.
@@ -114,6 +119,11 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
                     "--allowed-lateness",
                 )?)
             }
+            "--learning-period" => {
+                a.settings.learning_period =
+                    Some(duration(&value("--learning-period")?, "--learning-period")?)
+            }
+            "--learn" => a.settings.learning_period = Some(newterms::time::FOREVER),
             "--max-record-bytes" => {
                 a.settings.max_record_bytes =
                     Some(count(&value("--max-record-bytes")?, "--max-record-bytes")?)
@@ -160,6 +170,11 @@ pub(crate) fn parse_run(args: &[String]) -> Result<RunArgs> {
     }
     if a.files.is_empty() {
         a.files.push("-".into());
+    }
+    if a.settings.learning_period == Some(newterms::time::FOREVER) && a.state.is_none() {
+        return Err(usage(
+            "--learn needs --state FILE: the baseline it builds is written there",
+        ));
     }
     Ok(a)
 }

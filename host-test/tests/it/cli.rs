@@ -161,6 +161,48 @@ fn options_reach_the_detector() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("too-large"));
 }
 
+/// `--learn` builds a baseline without an alert; the next run from it alerts only on what
+/// the archive did not hold.
+#[test]
+fn learn_builds_a_baseline_without_alerts() {
+    let archive = crate::data::shared_data().join("cloudtrail/invictus-ir");
+    let archive = archive.to_str().expect("utf8");
+    let state = tmp("learned.state");
+    let _ = std::fs::remove_file(&state);
+    let refused = newterms(&["run", "--learn", archive], None);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--learn needs --state"));
+    let state_arg = state.to_str().expect("utf8");
+    let learned = newterms(
+        &["run", "-q", "--learn", "--state", state_arg, archive],
+        None,
+    );
+    assert!(
+        learned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&learned.stderr)
+    );
+    assert!(learned.stdout.is_empty(), "no alert while learning");
+    let said = String::from_utf8_lossy(&learned.stderr);
+    assert!(
+        said.contains("alerts=0") && said.contains("learned=1"),
+        "{said}"
+    );
+    // The same records again, and a new identity after them: only the new one alerts.
+    let mut input = invictus_ndjson();
+    input.extend_from_slice(b"{\"eventTime\":\"2023-07-10T13:30:00Z\",\"eventSource\":\"sts.amazonaws.com\",\"eventName\":\"GetCallerIdentity\",\"userIdentity\":{\"type\":\"IAMUser\",\"arn\":\"arn:aws:iam::1:user/new\"}}\n");
+    let after = newterms(&["run", "--state", state_arg], Some(&input));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert_eq!(arns(&after), vec!["arn:aws:iam::1:user/new"]);
+    // A learning period: bert-jan's first call starts it, and he is learned.
+    let period = newterms(&["run", "--learning-period", "30m"], Some(&input));
+    assert_eq!(arns(&period), vec!["arn:aws:iam::1:user/new"]);
+}
+
 #[test]
 fn check_rule_and_bad_arguments() {
     let rule = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -539,6 +539,68 @@ fn a_rule_in_any_accessible_directory_is_found() {
         .all(|r| r["eventName"] == "GetCallerIdentity"));
 }
 
+/// A baseline built by `newterms run --learn` over an archive (CloudTrail's delivery
+/// files, as S3 holds them), loaded by Fluent Bit as its state file: no alert for the
+/// identities the archive held, and the others still alert.
+#[test]
+fn a_baseline_learned_from_an_archive_silences_known_identities() {
+    let Some(fb) = fluent_bit() else { return };
+    let dir = TempDir::new("real-fb-baseline");
+    rule_with_state(&dir.0, 10_000);
+    let archive = crate::data::shared_data().join("cloudtrail/invictus-ir");
+    let learned = Command::new(env!("CARGO_BIN_EXE_newterms"))
+        .args(["run", "-q", "--learn", "--state"])
+        .arg(dir.0.join("newterms/t.state"))
+        .arg(&archive)
+        .output()
+        .expect("newterms run --learn");
+    assert!(
+        learned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&learned.stderr)
+    );
+    assert!(learned.stdout.is_empty(), "no alert while learning");
+    let (path, _) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let got = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    assert!(got.log.contains("restored 1 terms"), "{}", got.log);
+    let terms: Vec<&str> = got
+        .out
+        .iter()
+        .map(|a| a["kibana.alert.new_terms"][0].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        terms.len(),
+        2,
+        "stratus-red-team's two, not bert-jan: {terms:?}"
+    );
+    assert!(
+        terms.iter().all(|t| !t.ends_with("user/bert-jan")),
+        "{terms:?}"
+    );
+}
+
+/// `learning_period` in the rule file: bert-jan's first call starts it and he is learned;
+/// stratus-red-team's identities, a year later, alert.
+#[test]
+fn a_learning_period_in_fluent_bit() {
+    let Some(fb) = fluent_bit() else { return };
+    let dir = TempDir::new("real-fb-learning");
+    std::fs::create_dir_all(dir.0.join("newterms")).expect("config dir");
+    let rule = format!(
+        "{}\n[newterms]\nlearning_period = \"30m\"\n",
+        newterms::DEFAULT_RULE
+    );
+    std::fs::write(dir.0.join("newterms/rule.toml"), rule).expect("rule file");
+    let (path, lines) = input(&dir.0, true, None);
+    let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+    let got = run(&fb, &module, "newterms_filter", &path, &dir.0, "");
+    assert_eq!(got.complaints(), Vec::<&str>::new(), "{}", got.log);
+    let want = component(&lines, "learning_period = \"30m\"");
+    assert_eq!(got.out.len(), 2, "{}", got.log);
+    assert!(got.out == want, "Fluent Bit answers as the component");
+}
+
 /// The README's first classic and YAML configurations (In Fluent Bit), as written but for
 /// the paths, the `tail` input's run to the end of its file and a file output in place of
 /// `stdout`: with Elastic's whole set in `rules/`, every alert comes out, one record each.
