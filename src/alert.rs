@@ -34,6 +34,17 @@ pub struct AlertFacts<'a> {
     pub cloudtrail: bool,
 }
 
+/// What an alert's id is made from besides its rule, terms and time: the record's event
+/// id, or its text (as [`AlertFacts::uuid`] takes it), as 64 bits.
+pub(crate) fn fingerprint(event_id: Option<&str>, record: &[u8]) -> u64 {
+    let mut h = StableHash::new();
+    match event_id {
+        Some(id) => h.write(id.as_bytes()),
+        None => h.write(record),
+    }
+    h.finish().0
+}
+
 impl AlertFacts<'_> {
     /// A deterministic id: the same rule, terms, time and event id (or record text) give
     /// the same id, so a replayed record deduplicates downstream. Formatted as a UUID
@@ -45,6 +56,7 @@ impl AlertFacts<'_> {
             h.write(t.as_bytes());
         }
         h.write(&self.time.to_le_bytes());
+        // The same bytes as `fingerprint` reads.
         match self.event_id {
             Some(id) => h.write(id.as_bytes()),
             None => h.write(record),

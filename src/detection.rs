@@ -85,6 +85,13 @@ pub(crate) struct Detection {
     /// The time of the first record this rule accepted (its learning period starts
     /// there); kept in snapshots.
     pub(crate) first_accepted: Option<Nanos>,
+    /// The changes to the table not yet taken, as journal entries ([`crate::journal`]),
+    /// when the host keeps them; this rule's position in the detector names it there.
+    pub(crate) changes: Option<Vec<u8>>,
+    pub(crate) position: u32,
+    /// New sightings a journal replay applied, as key then time: seen again, each is new
+    /// once more, since its output may have been lost with the host ([`crate::journal`]).
+    pending: hashbrown::HashSet<Vec<u8>>,
     /// The key of the current term, reused between records.
     key: Vec<u8>,
     /// The rule's alert fields, rendered once.
@@ -143,6 +150,9 @@ impl Detection {
             stats: Stats::default(),
             offered: 0,
             first_accepted: None,
+            changes: None,
+            position: 0,
+            pending: hashbrown::HashSet::new(),
             key: Vec::new(),
             template: alert::Template::new(&rule),
             rule,
@@ -418,7 +428,12 @@ impl Detection {
         sink: &mut dyn FnMut(crate::Output<'_>),
     ) -> bool {
         self.set_key(s.terms);
-        if !self.terms.observe(&self.key, s.time).new {
+        let seen = self.terms.observe(&self.key, s.time);
+        if let (true, Some(changes)) = (seen.changed, &mut self.changes) {
+            let new = seen.new.then(|| fingerprint(&s.record));
+            crate::journal::push_entry(changes, self.position, new, s.time, &self.key);
+        }
+        if !seen.new && !self.again(s.time, &s.record) {
             return false;
         }
         if self.learning(s.time) {
@@ -447,6 +462,39 @@ impl Detection {
             }
         }
         true
+    }
+
+    /// Applies a journal entry: the table as it was after the sighting that wrote it. A
+    /// new sighting is pending until it is seen again or [`Detection::settle`] drops it.
+    pub(crate) fn replay(&mut self, new: Option<u64>, time: Nanos, key: &[u8]) {
+        self.first_accepted.get_or_insert(time);
+        self.terms.observe(key, time);
+        if let Some(record) = new {
+            let mut k = key.to_vec();
+            k.extend_from_slice(&time.to_le_bytes());
+            k.extend_from_slice(&record.to_le_bytes());
+            self.pending.insert(k);
+        }
+    }
+
+    /// Whether the current key at `time` in `record` is a pending new sighting (taken
+    /// once).
+    fn again(&mut self, time: Nanos, record: &Offered<'_, '_>) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let len = self.key.len();
+        self.key.extend_from_slice(&time.to_le_bytes());
+        self.key
+            .extend_from_slice(&fingerprint(record).to_le_bytes());
+        let hit = self.pending.remove(self.key.as_slice());
+        self.key.truncate(len);
+        hit
+    }
+
+    /// Drops the pending sightings: the host has long delivered what it would again.
+    pub(crate) fn settle(&mut self) {
+        self.pending = hashbrown::HashSet::new();
     }
 
     /// Whether a new term seen at `ts` is learned rather than alerted: within
@@ -505,6 +553,12 @@ impl Detection {
 
 fn is_empty(s: &Scalar<'_>) -> bool {
     matches!(s, Scalar::Str(v) if v.is_empty())
+}
+
+/// The record's fingerprint, as its alert id takes it ([`alert::fingerprint`]).
+fn fingerprint(r: &Offered<'_, '_>) -> u64 {
+    let event_id = first_text(r.view, r.layout, r.event_id);
+    alert::fingerprint(event_id.as_deref(), r.text)
 }
 
 fn first_text(view: &RecordView<'_>, layout: &Layout, f: FieldId) -> Option<String> {

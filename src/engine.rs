@@ -60,6 +60,8 @@ pub struct Detector {
     pub(crate) index: IndexGate,
     /// The gate literals the current record holds (reused).
     seen: Vec<u32>,
+    /// Some rule has changes to take ([`Detector::take_changes`]).
+    pub(crate) changed: bool,
 }
 
 /// The index as a gate: where a record's index is read from, what each index admits, and
@@ -192,6 +194,69 @@ impl Detector {
             let named = named.map(str::to_owned);
             index.set_host(named, &mut self.rules);
         }
+    }
+
+    /// Keeps every change to the term tables from now on as journal entries
+    /// ([`crate::journal`]), for a host to append to its journal ([`Detector::take_changes`]).
+    pub fn keep_changes(&mut self, on: bool) {
+        for (i, d) in self.rules.iter_mut().enumerate() {
+            d.changes = on.then(Vec::new);
+            d.position = i as u32;
+        }
+        self.changed = false;
+    }
+
+    /// Moves the changes kept since the last call to the end of `out`, in the order they
+    /// were made for each rule.
+    pub fn take_changes(&mut self, out: &mut Vec<u8>) {
+        if !std::mem::take(&mut self.changed) {
+            return;
+        }
+        for d in &mut self.rules {
+            if let Some(c) = &mut d.changes {
+                out.extend_from_slice(c);
+                c.clear();
+            }
+        }
+    }
+
+    /// Drops the new sightings a replay left pending ([`crate::journal`]): a host calls it
+    /// once the records it would deliver again are behind it (at its next fold).
+    pub fn settle(&mut self) {
+        for d in &mut self.rules {
+            d.settle();
+        }
+    }
+
+    /// A journal header for this detector's rules, following the snapshot whose checksum
+    /// is `base` ([`crate::journal::base_of`]).
+    pub fn journal_header(&self, base: u64) -> Vec<u8> {
+        let ids: Vec<&str> = self.rules.iter().map(|d| d.rule.rule_id.as_str()).collect();
+        crate::journal::header(base, &ids)
+    }
+
+    /// Applies a journal's entries (read by [`crate::journal::read`]), in order: each
+    /// rule's table becomes what it was after the sightings that wrote them, and their new
+    /// sightings are pending: seen again, each is new once more (its output may have been
+    /// lost with the host). An entry of a rule no longer loaded is skipped; returns how
+    /// many were applied and skipped.
+    pub fn replay(&mut self, journal: &crate::journal::Journal<'_>) -> (u64, u64) {
+        let map: Vec<Option<usize>> = journal
+            .rules
+            .iter()
+            .map(|id| self.rules.iter().position(|d| &d.rule.rule_id == id))
+            .collect();
+        let (mut applied, mut skipped) = (0, 0);
+        for e in &journal.entries {
+            match map.get(e.rule as usize).copied().flatten() {
+                Some(r) => {
+                    self.rules[r].replay(e.new, e.time, e.key);
+                    applied += 1;
+                }
+                None => skipped += 1,
+            }
+        }
+        (applied, skipped)
     }
 
     /// Changes what is emitted from the next record on (a host that selects the mode per
@@ -543,7 +608,9 @@ impl Detector {
         for &r in &self.candidates {
             let d = &mut self.rules[r as usize];
             d.offered += 1;
-            match d.decide(text, view, &self.layout, self.event_id, self.output, sink) {
+            let decided = d.decide(text, view, &self.layout, self.event_id, self.output, sink);
+            self.changed |= d.changes.as_ref().is_some_and(|c| !c.is_empty());
+            match decided {
                 Ok(decision) => {
                     best = best.max(Some(decision.outcome));
                     late |= decision.late;

@@ -26,6 +26,7 @@ pub mod exceptions;
 mod gate;
 pub mod host;
 pub mod index;
+pub mod journal;
 mod json;
 pub mod matches;
 pub mod query;

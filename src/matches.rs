@@ -148,6 +148,7 @@ impl crate::Detector {
             event_id: self.event_id,
         };
         let decided = d.decide_match(&terms, &offered, self.output, sink);
+        self.changed |= d.changes.as_ref().is_some_and(|c| !c.is_empty());
         let s = &mut self.stats;
         s.records += 1;
         match decided {

@@ -21,6 +21,9 @@ pub struct Observation {
     pub new: bool,
     /// The sighting is older than the watermark by more than the allowed lateness.
     pub late: bool,
+    /// The table changed: the term is stored anew, or its `last_seen` grew (a change a
+    /// journal must keep; any other sighting leaves the table as it was).
+    pub changed: bool,
 }
 
 /// The table's limits.
@@ -141,12 +144,17 @@ impl TermTable {
         if let Some(&slot) = self.index.find(hash, |&i| *slots[i as usize].key == *key) {
             let s = &mut self.slots[slot as usize];
             let new = ts.saturating_sub(s.last_seen) > self.limits.window;
+            let changed = ts > s.last_seen;
             s.last_seen = s.last_seen.max(ts);
-            return Observation { new, late };
+            return Observation { new, late, changed };
         }
         self.make_room(key.len());
         self.insert(hash, key, ts);
-        Observation { new: true, late }
+        Observation {
+            new: true,
+            late,
+            changed: true,
+        }
     }
 
     /// Evicts the oldest terms until one more of `key_len` bytes fits both limits.

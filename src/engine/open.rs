@@ -146,6 +146,7 @@ impl Detector {
             line_prefilter,
             index: super::IndexGate::new(index_fields, host_index, tags, admissions),
             seen: Vec::new(),
+            changed: false,
         })
     }
 

@@ -94,7 +94,7 @@ pub const MAX_RECOVERIES: u32 = 8;
 /// The most interpreter stack one call of the Fluent Bit module needs, in bytes, in WAMR's
 /// accounting: measured by `host-test`'s stack test, which fails when a call needs more.
 /// Fluent Bit's default (8 KiB) holds it with room to spare.
-pub const STACK_NEED: u32 = 6656;
+pub const STACK_NEED: u32 = 6720;
 
 enum State {
     Ready(Box<Detector>),
@@ -151,8 +151,9 @@ impl Filter {
         let count = recoveries.calls;
         log(&format!(
             "the previous call did not return: it trapped, and the host dropped its record (Fluent \
-             Bit logs the trap just before this). Rebuilding the detector from its configuration and \
-             state file; sightings since the last save are forgotten. If the trap was 'wasm operand \
+             Bit logs the trap just before this). Rebuilding the detector from its configuration, \
+             state file and journal (without a state file, the table starts empty). If the trap was \
+             'wasm operand \
              stack overflow', raise Wasm_Stack_Size: this module needs at most {STACK_NEED} bytes \
              (recovery {count} of at most {MAX_RECOVERIES})"
         ));
@@ -233,11 +234,11 @@ impl Filter {
             ));
         }
         let settings_of_host = detector.rule().settings.clone();
-        let file = settings_of_host
+        let mut file = settings_of_host
             .state_file
             .clone()
             .map(|path| StateFile::new(path, settings_of_host.state_policy()));
-        let mut detector = match &file {
+        let mut detector = match &mut file {
             None => detector,
             Some(f) => {
                 let open = |snapshot: Option<&[u8]>| Detector::open(&rules, &settings, snapshot);
@@ -247,7 +248,16 @@ impl Filter {
                 if !matches!(restored, Restored::Fresh(_)) {
                     log(&restored.describe(&f.path));
                 }
-                restored.detector()
+                let mut detector = restored.detector();
+                // The journal: what changed after the state file was written.
+                match f.resume(files, &mut detector) {
+                    Ok(said) => said.iter().for_each(|line| log(line)),
+                    Err(e) => log(&format!(
+                        "cannot keep a journal at {e}: changes since the last state write \
+                         are lost on a stop"
+                    )),
+                }
+                detector
             }
         };
         detector.assume_writer(places.writer);
@@ -348,10 +358,8 @@ impl Filter {
             self.bundled_outputs += outputs;
         }
         if let Some(f) = &mut self.file {
-            if f.tick(1, Some(time)) {
-                if let Err(e) = f.save(files, &detector.snapshot(), Some(time)) {
-                    log(&format!("cannot write state to {e}"));
-                }
+            if let Err(e) = f.after_call(files, detector, 1, Some(time)) {
+                log(&format!("cannot write state to {e}"));
             }
         }
     }

@@ -27,6 +27,9 @@ pub trait Files {
     /// Replaces a file's contents all at once: a reader sees the old or the new bytes,
     /// and after a crash the file holds one or the other.
     fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Adds bytes at a file's end (creating it), in one write: a crash leaves them all, or
+    /// a prefix of them, after what was there.
+    fn append(&self, path: &str, bytes: &[u8]) -> io::Result<()>;
     fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// The directories the host opened for us (a WASI host's preopens, by the names it
     /// gave them), in its order; none where every path is reachable.
@@ -92,6 +95,17 @@ impl Files for StdFiles {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
         Ok(())
+    }
+
+    /// Opened for each append: nothing is held between calls, so a call that never
+    /// returns (a trap in Fluent Bit) leaves no lock or handle behind.
+    fn append(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(bytes)
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -310,6 +324,14 @@ pub(crate) mod tests {
         }
         fn opened_dirs(&self) -> Vec<String> {
             Vec::new()
+        }
+        fn append(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+            self.0
+                .borrow_mut()
+                .entry(path.into())
+                .or_default()
+                .extend_from_slice(bytes);
+            Ok(())
         }
         fn rename(&self, from: &str, to: &str) -> io::Result<()> {
             let b = self

@@ -717,3 +717,51 @@ fn a_rejected_record_costs_at_most_2000_instructions_on_the_mix() {
     );
     assert!(median <= TARGET, "median {median} > {TARGET}");
 }
+
+/// What the state journal costs a matched record in Fluent Bit's interpreter: the
+/// instructions of the same calls with and without a state file (which brings the
+/// journal), at the median. The journal's write itself is one WASI `fd_write`, outside the
+/// count. Fuel counts are deterministic.
+#[test]
+fn the_journal_costs_a_matched_record_under_3000_instructions() {
+    let records: Vec<String> = newterms_host::gen::sts_calls(20_000, 3_000, 30)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let module = newterms_host::FluentBitModule::compile_metered(newterms_host::FLUENTBIT_MODULE)
+        .expect("module");
+    let median = |state: bool| {
+        let dir = TempDir::new("fb-journal-cost");
+        if state {
+            let rule = format!(
+                "{}\n[newterms]\nstate_file = \"/etc/newterms/t.state\"\n",
+                newterms::DEFAULT_RULE
+            );
+            std::fs::write(dir.0.join("rule.toml"), rule).expect("rule");
+        }
+        let mut m = module
+            .instantiate("newterms_filter", Some(&dir.0))
+            .expect("module");
+        m.call(b"t", (0, 0), Some(b"{}")).expect("first call");
+        let costs = m
+            .costs(b"aws.cloudtrail", records.iter().map(|r| r.as_bytes()))
+            .expect("calls");
+        (
+            newterms_host::Costs::percentile(&costs.read, 50),
+            newterms_host::Costs::percentile(&costs.answered, 50),
+        )
+    };
+    let (read, alert) = median(false);
+    let (read_j, alert_j) = median(true);
+    eprintln!(
+        "journal: a matched record already seen {read} -> {read_j} instructions (+{}), an alert {alert} -> {alert_j} (+{})",
+        read_j as i64 - read as i64,
+        alert_j as i64 - alert as i64
+    );
+    assert!(read_j > read, "the journal is written");
+    assert!(read_j - read <= 3_000, "{read} -> {read_j}");
+    assert!(
+        alert_j.saturating_sub(alert) <= 5_000,
+        "{alert} -> {alert_j}"
+    );
+}

@@ -85,6 +85,12 @@ struct Pipeline<'a> {
     split: bool,
     /// An `[OUTPUT]` section in place of the file.
     output: Option<String>,
+    /// Fluent Bit keeps its place and its buffered records on disk: the `tail` input's
+    /// database and filesystem storage (`dir/tail.db`, `dir/storage`), as a deployment that
+    /// must lose nothing across a restart configures it.
+    durable: bool,
+    /// Keep the output file of an earlier run (a restart adds to it).
+    keep_output: bool,
 }
 
 impl Default for Pipeline<'_> {
@@ -97,6 +103,8 @@ impl Default for Pipeline<'_> {
             filter: "",
             split: false,
             output: None,
+            durable: false,
+            keep_output: false,
         }
     }
 }
@@ -110,8 +118,35 @@ fn split_section() -> String {
 }
 
 fn launch(binary: &Path, dir: &Path, p: &Pipeline) -> Run {
+    let output = command(binary, dir, p)
+        .output()
+        .expect("running Fluent Bit");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "Fluent Bit failed:\n{log}");
+    Run {
+        out: written(dir),
+        log,
+    }
+}
+
+/// The records the file output wrote in `dir/out`.
+fn written(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("out/records")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l}: {e}")))
+        .collect()
+}
+
+/// Fluent Bit over `p`'s pipeline in `dir`, ready to run.
+fn command(binary: &Path, dir: &Path, p: &Pipeline) -> Command {
     let out_dir = dir.join("out");
-    let _ = std::fs::remove_dir_all(&out_dir);
+    if !p.keep_output {
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
     std::fs::create_dir_all(&out_dir).expect("output dir");
     let output = p.output.clone().unwrap_or_else(|| {
         format!(
@@ -119,9 +154,20 @@ fn launch(binary: &Path, dir: &Path, p: &Pipeline) -> Run {
             out_dir.display()
         )
     });
+    let (service, input) = if p.durable {
+        (
+            format!("    storage.path {}\n", dir.join("storage").display()),
+            format!(
+                "    DB {}\n    storage.type filesystem\n",
+                dir.join("tail.db").display()
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let config = format!(
-        "[SERVICE]\n    Flush 1\n    Log_Level info\n\
-         [INPUT]\n    Name tail\n    Path {}\n    Read_from_Head true\n    Parser json\n    Exit_On_Eof true\n\
+        "[SERVICE]\n    Flush 1\n    Log_Level info\n{service}\
+         [INPUT]\n    Name tail\n    Path {}\n    Read_from_Head true\n    Parser json\n    Exit_On_Eof true\n{input}\
          [FILTER]\n    Name wasm\n    Match *\n    Event_Format json\n    Wasm_Path {}\n    Function_Name {}\n    Accessible_Paths {}\n{}\
          {}{output}",
         p.input.display(),
@@ -134,28 +180,97 @@ fn launch(binary: &Path, dir: &Path, p: &Pipeline) -> Run {
     let conf = dir.join("fluent-bit.conf");
     std::fs::write(&conf, config).expect("config");
     let parsers = binary.with_file_name("parsers.conf");
-    let output = Command::new(binary)
-        .current_dir(dir)
-        .args([
-            "-c".as_ref(),
-            conf.as_os_str(),
-            "-R".as_ref(),
-            parsers.as_os_str(),
-        ])
-        .output()
-        .expect("running Fluent Bit");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "Fluent Bit failed:\n{log}");
-    let text = std::fs::read_to_string(out_dir.join("records")).unwrap_or_default();
-    let out = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l}: {e}")))
+    let mut c = Command::new(binary);
+    c.current_dir(dir).args([
+        "-c".as_ref(),
+        conf.as_os_str(),
+        "-R".as_ref(),
+        parsers.as_os_str(),
+    ]);
+    c
+}
+
+/// The alert ids of `docs`, and how many of them came more than once.
+fn ids(docs: &[Value]) -> (std::collections::BTreeSet<String>, usize) {
+    let all: Vec<String> = docs
+        .iter()
+        .map(|d| d["kibana.alert.uuid"].as_str().expect("uuid").to_owned())
         .collect();
-    Run { out, log }
+    let set: std::collections::BTreeSet<String> = all.iter().cloned().collect();
+    let repeated = all.len() - set.len();
+    (set, repeated)
+}
+
+/// The built-in rule with a state file at the default cadence, over a stream of 60,000
+/// GetCallerIdentity records by 3,000 identities, in Fluent Bit kept durable (tail
+/// database, filesystem storage); the uninterrupted answer is the component's.
+struct Restart {
+    fb: PathBuf,
+    dir: TempDir,
+    module: PathBuf,
+    input: PathBuf,
+    lines: Vec<Vec<u8>>,
+    want: std::collections::BTreeSet<String>,
+}
+
+impl Restart {
+    fn new(label: &str) -> Option<Restart> {
+        let fb = fluent_bit()?;
+        let dir = TempDir::new(label);
+        rule_with_default_state(&dir.0);
+        let text = newterms_host::gen::sts_calls(60_000, 3_000, 30);
+        let lines: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+        let (want, _) = ids(&component(&lines, ""));
+        assert!(want.len() > 3_000, "{}", want.len());
+        let module = module_file(&dir.0, newterms_host::FLUENTBIT_MODULE, "newterms.wasm");
+        let input = dir.0.join("input.ndjson");
+        Some(Restart {
+            fb,
+            dir,
+            module,
+            input,
+            lines,
+            want,
+        })
+    }
+
+    fn pipeline(&self, keep_output: bool) -> Pipeline<'_> {
+        Pipeline {
+            module: &self.module,
+            input: &self.input,
+            durable: true,
+            keep_output,
+            ..Pipeline::default()
+        }
+    }
+
+    /// Writes the first `n` records to the input file (the rest come later, appended).
+    fn write_input(&self, from: usize, to: usize) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.input)
+            .expect("input");
+        for l in &self.lines[from..to] {
+            f.write_all(l).expect("write");
+            f.write_all(b"\n").expect("write");
+        }
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.dir.0.join("newterms/t.state.journal")
+    }
+}
+
+/// The built-in rule in `dir/newterms/rule.toml` with a state file at the default cadence.
+fn rule_with_default_state(dir: &Path) {
+    std::fs::create_dir_all(dir.join("newterms")).expect("config dir");
+    let rule = format!(
+        "{}\n[newterms]\nstate_file = \"newterms/t.state\"\n",
+        newterms::DEFAULT_RULE
+    );
+    std::fs::write(dir.join("newterms/rule.toml"), rule).expect("rule file");
 }
 
 /// The shared data as one NDJSON file, and its lines: the invictus-ir records, then (with
@@ -537,6 +652,82 @@ fn a_rule_in_any_accessible_directory_is_found() {
         .out
         .iter()
         .all(|r| r["eventName"] == "GetCallerIdentity"));
+}
+
+/// Fluent Bit stopped gracefully mid-stream (its input ends; more records come after the
+/// restart): the alert ids of both runs are the uninterrupted run's, none repeated.
+#[test]
+fn a_graceful_restart_mid_stream_repeats_and_loses_no_alert() {
+    let Some(r) = Restart::new("real-fb-graceful") else {
+        return;
+    };
+    r.write_input(0, 25_000);
+    let first = launch(&r.fb, &r.dir.0, &r.pipeline(false));
+    assert_eq!(first.complaints(), Vec::<&str>::new(), "{}", first.log);
+    r.write_input(25_000, r.lines.len());
+    let second = launch(&r.fb, &r.dir.0, &r.pipeline(true));
+    assert!(second.log.contains("replayed"), "{}", second.log);
+    let (got, repeated) = ids(&second.out);
+    assert_eq!(repeated, 0, "nothing repeated");
+    assert!(
+        got == r.want,
+        "{} ids, {} expected",
+        got.len(),
+        r.want.len()
+    );
+}
+
+/// Fluent Bit killed (SIGKILL) mid-stream, then started again: the alert ids are the
+/// uninterrupted run's; what repeats is only what Fluent Bit delivered twice. Then a
+/// journal torn by a crash mid-append: reported, and it costs that one change.
+#[test]
+fn a_killed_fluent_bit_restarts_with_the_uninterrupted_alerts() {
+    let Some(r) = Restart::new("real-fb-kill") else {
+        return;
+    };
+    r.write_input(0, r.lines.len());
+    for round in 0..2 {
+        let pipeline = r.pipeline(round > 0);
+        let mut child = command(&r.fb, &r.dir.0, &pipeline)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("Fluent Bit");
+        // Killed once the journal holds some changes (a state write and then some, in the
+        // second round).
+        let enough = 20_000 + round * 400_000;
+        let started = std::time::Instant::now();
+        while std::fs::metadata(r.journal()).map_or(0, |m| m.len()) < enough {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "the journal never grew"
+            );
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("Fluent Bit ended ({status}) before it was killed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    let end = launch(&r.fb, &r.dir.0, &r.pipeline(true));
+    assert!(end.log.contains("replayed"), "{}", end.log);
+    let (got, repeated) = ids(&end.out);
+    eprintln!(
+        "killed twice: {} ids, {repeated} delivered twice by Fluent Bit",
+        got.len()
+    );
+    let missing = r.want.difference(&got).count();
+    let extra = got.difference(&r.want).count();
+    assert_eq!((missing, extra), (0, 0), "{}", end.log);
+
+    // A torn last entry: the journal cut short by 3 bytes, as a crash mid-append leaves it.
+    let j = std::fs::read(r.journal()).expect("journal");
+    std::fs::write(r.journal(), &j[..j.len() - 3]).expect("journal");
+    // The module reads its state at its first record: a few more records.
+    r.write_input(0, 10);
+    let again = launch(&r.fb, &r.dir.0, &r.pipeline(true));
+    assert!(again.log.contains("a torn entry at byte"), "{}", again.log);
 }
 
 /// A baseline built by `newterms run --learn` over an archive (CloudTrail's delivery
