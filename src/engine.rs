@@ -122,6 +122,18 @@ impl IndexGate {
         }
     }
 
+    /// The rules a record that names no index of its own can reach, which the gate's first
+    /// search is built for: those the host's index admits, or without one, raw
+    /// CloudTrail's or an unknown index's. `None` when no rule has index patterns.
+    fn foreseen_rules(&self) -> Option<&[bool]> {
+        self.fields.as_ref()?;
+        let f = match self.host {
+            Some(_) => Foretold::Host,
+            None => Foretold::CloudTrailOrUnknown,
+        };
+        Some(&self.foretold[f as usize])
+    }
+
     /// Names the host's index for the records from now on (a change of it).
     fn set_host(&mut self, host: Option<String>, rules: &mut [Detection]) {
         // The records counted under the old host index stay with the rules it kept out.

@@ -5,7 +5,7 @@ use super::Detector;
 use crate::detection::Detection;
 use crate::error::ErrorKind;
 use crate::gate::Gate;
-use crate::index::{Admissions, Foretold, IndexFields, TagIndices};
+use crate::index::{Admissions, IndexFields, TagIndices};
 use crate::record::LayoutBuilder;
 use crate::rule::{InputMode, OutputMode, Rule, RuleError, Settings};
 use crate::snapshot::{self, SnapshotError};
@@ -91,7 +91,7 @@ impl Detector {
         let tags = TagIndices::new(&first.settings.index_by_tag).map_err(|(tag, message)| {
             RuleError::key(format!("newterms.index_by_tag.{tag}"), message)
         })?;
-        let mut admissions = Admissions::new(
+        let admissions = Admissions::new(
             rules.iter().map(|r| r.index.clone()).collect(),
             first.settings.unknown_index(),
         );
@@ -112,17 +112,13 @@ impl Detector {
         for d in &mut detections {
             d.finish(&layout);
         }
-        // The rules a record that names no index of its own can reach: those the host's
-        // index admits, or without one, raw CloudTrail's or an unknown index's.
-        let foreseen = index_fields.is_some().then(|| match &host_index {
-            Some(h) => admissions.foretold(Foretold::Host, Some(h)),
-            None => admissions.foretold(Foretold::CloudTrailOrUnknown, None),
-        });
+        let index = super::IndexGate::new(index_fields, host_index, tags, admissions);
         let gate = (detections.len() > 1)
             .then(|| {
                 let prefilters: Vec<Option<&crate::Prefilter>> =
                     detections.iter().map(|d| d.prefilter.as_ref()).collect();
-                Gate::new(&prefilters, index_fields.is_some(), foreseen.as_deref())
+                let foreseen = index.foreseen_rules();
+                Gate::new(&prefilters, foreseen.is_some(), foreseen)
             })
             .flatten();
         let line_prefilter = match detections.as_slice() {
@@ -144,7 +140,7 @@ impl Detector {
             stamp: vec![0; n],
             generation: 0,
             line_prefilter,
-            index: super::IndexGate::new(index_fields, host_index, tags, admissions),
+            index,
             seen: Vec::new(),
             changed: false,
         })

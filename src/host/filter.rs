@@ -116,6 +116,10 @@ pub struct Filter {
     bundled_outputs: u64,
     /// Calls with a null or negative-length record.
     bad_calls: u64,
+    /// Writes to the state file or its journal that failed, and whether the last did
+    /// (a failure is logged once, and so is the recovery: not once per record).
+    state_errors: u64,
+    state_failing: bool,
 }
 
 /// What a host went through with calls that never returned.
@@ -270,6 +274,8 @@ impl Filter {
             bundles: 0,
             bundled_outputs: 0,
             bad_calls: 0,
+            state_errors: 0,
+            state_failing: false,
         })
     }
 
@@ -286,6 +292,8 @@ impl Filter {
             bundles: 0,
             bundled_outputs: 0,
             bad_calls: 0,
+            state_errors: 0,
+            state_failing: false,
         }
     }
 
@@ -358,8 +366,21 @@ impl Filter {
             self.bundled_outputs += outputs;
         }
         if let Some(f) = &mut self.file {
-            if let Err(e) = f.after_call(files, detector, 1, Some(time)) {
-                log(&format!("cannot write state to {e}"));
+            match f.after_call(files, detector, 1, Some(time)) {
+                Ok(true) if self.state_failing => {
+                    self.state_failing = false;
+                    log(&format!("writing state to {} again", f.path));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.state_errors += 1;
+                    if !std::mem::replace(&mut self.state_failing, true) {
+                        log(&format!(
+                            "cannot write state to {e}; counted in state_errors, and said again \
+                             only once it works"
+                        ));
+                    }
+                }
             }
         }
     }
@@ -401,6 +422,7 @@ impl Filter {
         doc.insert("bundles".into(), self.bundles.into());
         doc.insert("bundled_outputs".into(), self.bundled_outputs.into());
         doc.insert("bad_calls".into(), self.bad_calls.into());
+        doc.insert("state_errors".into(), self.state_errors.into());
         doc.insert("recoveries".into(), recoveries.calls.into());
         doc.insert(
             "allocator_restarts".into(),

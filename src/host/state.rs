@@ -258,7 +258,7 @@ impl StateFile {
 
     /// After a call: appends the changes it made to the journal, counts its `records`
     /// (the newest at record time `now`, seconds), and folds the journal into the state
-    /// file when the cadence or the journal's size says so. Whether it folded.
+    /// file when the cadence or the journal's size says so. Whether it wrote anything.
     pub fn after_call(
         &mut self,
         files: &dyn Files,
@@ -268,7 +268,8 @@ impl StateFile {
     ) -> Result<bool, HostError> {
         self.scratch.clear();
         detector.take_changes(&mut self.scratch);
-        if !self.scratch.is_empty() {
+        let wrote = !self.scratch.is_empty();
+        if wrote {
             files
                 .append(&self.journal, &self.scratch)
                 .map_err(|e| io_error(&self.journal, e))?;
@@ -283,7 +284,7 @@ impl StateFile {
             detector.settle();
             return Ok(true);
         }
-        Ok(false)
+        Ok(wrote)
     }
 
     /// The detector `open` makes, with the table saved here when there is one. A file

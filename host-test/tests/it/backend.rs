@@ -355,6 +355,7 @@ impl Detect for FluentBitDetect {
                         | "bundles"
                         | "bundled_outputs"
                         | "bad_calls"
+                        | "state_errors"
                         | "recoveries"
                         | "allocator_restarts"
                         | "excepted_by"
