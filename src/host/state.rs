@@ -181,6 +181,12 @@ impl StateFile {
         now: Option<i64>,
     ) -> Result<(), HostError> {
         self.save(files, &detector.snapshot(), now)?;
+        self.start_journal(files, detector)
+    }
+
+    /// Starts a journal that follows the state file as last written: its header, then the
+    /// new sightings carried over.
+    fn start_journal(&mut self, files: &dyn Files, detector: &Detector) -> Result<(), HostError> {
         let mut journal = detector.journal_header(self.base);
         journal.append(&mut self.carry);
         files
@@ -242,16 +248,10 @@ impl StateFile {
             }
         }
         detector.keep_changes(true);
-        if replayed || self.journal_bytes == 0 {
-            if replayed {
-                self.fold(files, detector, None)?;
-            } else {
-                let header = detector.journal_header(self.base);
-                files
-                    .write_atomic(&self.journal, &header)
-                    .map_err(|e| io_error(&self.journal, e))?;
-                self.journal_bytes = header.len() as u64;
-            }
+        if replayed {
+            self.fold(files, detector, None)?;
+        } else if self.journal_bytes == 0 {
+            self.start_journal(files, detector)?;
         }
         Ok(said)
     }
