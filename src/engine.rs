@@ -17,7 +17,7 @@ use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
 use crate::gate::Gate;
 use crate::index::{Admissions, Foretold, IndexFields, IndexOf, TagIndices};
-use crate::record::{FieldId, Layout, RecordView};
+use crate::record::{FieldId, Layout, LayoutBuilder, RecordView};
 use crate::rule::{InputMode, OutputMode, Rule};
 use crate::stats::Stats;
 use crate::terms::TermTable;
@@ -64,6 +64,20 @@ pub struct Detector {
     pub(crate) changed: bool,
 }
 
+/// Which rules a record is offered to, and what its index did to choose them
+/// ([`Detector::choose`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Choice {
+    /// What the text foretold of the index (`None` without a gate, or when the index was
+    /// read first).
+    foretold: Option<Foretold>,
+    /// The index alone left no candidate.
+    by_index: bool,
+    /// The index was read before the search: the candidates are those it admits, and
+    /// the record is counted; the parse need not place it again.
+    admitted: bool,
+}
+
 /// The index as a gate: where a record's index is read from, what each index admits, and
 /// (in a pack) what the text foretold of it before the parse.
 #[derive(Debug)]
@@ -88,10 +102,18 @@ pub(crate) struct IndexGate {
     /// The host's index is the one the gate's first search was built for (the `index`
     /// setting): see [`Gate::open`].
     foreseen: bool,
-    /// The last record named its own index. The next one then goes straight to the search
-    /// for every literal: a stream is mostly of one kind, and on one whose records name
-    /// their indices (an ECS stream) the first search would be wasted on each.
+    /// The last record named its own index. The next one then goes straight to reading
+    /// its index: a stream is mostly of one kind, and on one whose records name their
+    /// indices (an ECS stream) the first search would be wasted on each.
     last_named: bool,
+    /// A layout of only the fields an index is read from, and their ids in it: a record
+    /// that names its own index has it read with this before any search of a large
+    /// pack's gate ([`Detector::choose_by_index`]).
+    reader: Option<(Layout, IndexFields)>,
+    /// Records whose index was read before the search, by the set of rules it admits
+    /// (an unknown index's are in `foretold_records`): the rules a set does not admit
+    /// count them as out of their indices.
+    set_records: Vec<u64>,
 }
 
 impl IndexGate {
@@ -108,7 +130,14 @@ impl IndexGate {
             Foretold::Unknown,
         ];
         let foretold = all.map(|f| admissions.foretold(f, host.as_deref()).into_boxed_slice());
+        let reader = fields.map(|_| {
+            let mut b = LayoutBuilder::new();
+            let fields = IndexFields::register(&mut b);
+            (b.build(), fields)
+        });
         IndexGate {
+            reader,
+            set_records: Vec::new(),
             fields,
             host_default: host.clone(),
             host,
@@ -154,12 +183,28 @@ impl IndexGate {
 
     /// Records rule `r` was kept from by what their text foretold of their index.
     fn foretold_out(&self, r: usize) -> u64 {
-        self.foretold
+        let foretold: u64 = self
+            .foretold
             .iter()
             .zip(&self.foretold_records)
             .filter(|(admits, _)| !admits[r])
             .map(|(_, n)| n)
-            .sum()
+            .sum();
+        let read: u64 = self
+            .set_records
+            .iter()
+            .enumerate()
+            .filter(|(set, _)| {
+                !self
+                    .admissions
+                    .set(*set as u32)
+                    .get(r)
+                    .copied()
+                    .unwrap_or(true)
+            })
+            .map(|(_, n)| n)
+            .sum();
+        foretold + read
     }
 }
 
@@ -432,34 +477,39 @@ impl Detector {
 
     /// Chooses the rules whose prefilters `text` passes, into `self.candidates`, and in a
     /// pack whose rules read their own indices, only those the index the text foretells
-    /// admits. Returns what was foretold (`None` without a gate), and whether the index
-    /// alone left no candidate.
-    fn choose(&mut self, text: &[u8]) -> (Option<Foretold>, bool) {
+    /// admits, or (a large pack's record that names its own index) the index read before
+    /// the search admits.
+    fn choose(&mut self, text: &[u8], envelopes: bool) -> Choice {
         self.candidates.clear();
-        let Some(gate) = &self.gate else {
+        if self.gate.is_none() {
             for (i, d) in self.rules.iter().enumerate() {
                 if d.may_match(text) {
                     self.candidates.push(i as u32);
                 }
             }
-            return (None, false);
-        };
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.stamp.iter_mut().for_each(|s| *s = 0);
-            self.generation = 1;
+            return Choice::default();
         }
-        let (stamp, generation, candidates) =
-            (&mut self.stamp, self.generation, &mut self.candidates);
-        let mut mark = |r: u32| {
-            if stamp[r as usize] != generation {
-                stamp[r as usize] = generation;
-                candidates.push(r);
+        self.next_generation();
+        let Some(gate) = &self.gate else {
+            return Choice::default();
+        };
+        let by_index_first = gate.decides_prefilters() && self.index.reader.is_some();
+        let foreseen = self.index.foreseen && !self.index.last_named;
+        let found = {
+            let mut mark = marker(&mut self.stamp, self.generation, &mut self.candidates);
+            let seen = &mut self.seen;
+            match by_index_first {
+                // A large pack: the first search decides a record that names no index of
+                // its own; any other has its index read first.
+                true => foreseen
+                    .then(|| gate.open_first(text, &mut mark, seen))
+                    .flatten(),
+                false => Some(gate.open(text, &mut mark, seen, foreseen)),
             }
         };
-        let seen = &mut self.seen;
-        let foreseen = self.index.foreseen && !self.index.last_named;
-        let found = gate.open(text, &mut mark, seen, foreseen);
+        let Some(found) = found else {
+            return self.choose_by_index(text, envelopes);
+        };
         self.index.last_named = found.names_itself();
         let mut foretold = None;
         let mut by_index = false;
@@ -476,20 +526,160 @@ impl Detector {
                     self.stats.index_unknown += 1;
                 }
                 let admits = &index.foretold[f as usize];
-                let opened = candidates.len();
-                candidates.retain(|&r| admits[r as usize]);
-                by_index = opened > 0 && candidates.is_empty();
+                let opened = self.candidates.len();
+                self.candidates.retain(|&r| admits[r as usize]);
+                by_index = opened > 0 && self.candidates.is_empty();
             }
             foretold = Some(f);
         }
-        candidates.sort_unstable();
+        self.narrow(text, &found);
+        Choice {
+            foretold,
+            by_index,
+            admitted: false,
+        }
+    }
+
+    /// A large pack's record that may name its own index: the index is read first (a
+    /// parse of only the fields it comes from), then only the literals of the rules it
+    /// admits are searched for. A record outside every rule's indices costs no search
+    /// for literals and no full parse.
+    ///
+    /// Sound: the index read here is the one the full parse reads (the same fields and
+    /// derivation, [`IndexFields::read`]), and the search holds every literal of every
+    /// rule that index admits ([`Gate::open_admitted`]); the rules it leaves out are
+    /// counted out of their indices as the full path counts them.
+    fn choose_by_index(&mut self, text: &[u8], envelopes: bool) -> Choice {
+        self.candidates.clear();
+        let IndexGate {
+            reader: Some((layout, fields)),
+            host,
+            admissions,
+            buf,
+            set_records,
+            foretold_records,
+            last_named,
+            ..
+        } = &mut self.index
+        else {
+            return self.choose_every(text);
+        };
+        let index = match RecordView::parse(text, layout, envelopes) {
+            Ok(mut view) => {
+                let envelope = envelopes
+                    && (view.take_records().is_some() || view.eventbridge_detail(layout).is_some());
+                match envelope {
+                    false => Some(fields.read(&view, layout, host.as_deref(), buf)),
+                    true => None,
+                }
+            }
+            Err(_) => None,
+        };
+        // Not a JSON object, or an envelope to open: the full path decides (and reports).
+        let Some((index, own)) = index else {
+            return self.choose_every(text);
+        };
+        *last_named = own;
+        let set = admissions.set_of(index);
+        match (index, &set) {
+            (IndexOf::Unknown, _) => {
+                foretold_records[Foretold::Unknown as usize] += 1;
+                self.stats.index_unknown += 1;
+            }
+            (IndexOf::Named(_), Ok(set)) => {
+                let set = *set as usize;
+                if set_records.len() <= set {
+                    set_records.resize(set + 1, 0);
+                }
+                set_records[set] += 1;
+            }
+            (IndexOf::Named(_), Err(admits)) => {
+                for (d, _) in self
+                    .rules
+                    .iter_mut()
+                    .zip(admits.iter())
+                    .filter(|(_, a)| !**a)
+                {
+                    d.stats.out_of_index += 1;
+                }
+            }
+        }
+        let admits: &[bool] = match &set {
+            Ok(id) => admissions.set(*id),
+            Err(admits) => admits,
+        };
+        if !admits.iter().any(|&a| a) {
+            return Choice {
+                foretold: None,
+                by_index: true,
+                admitted: true,
+            };
+        }
+        let Some(gate) = &mut self.gate else {
+            return Choice::default();
+        };
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.generation = 1;
+        }
+        let mut candidate = marker(&mut self.stamp, self.generation, &mut self.candidates);
+        let mut mark = |r: u32| {
+            if admits.get(r as usize).copied().unwrap_or(false) {
+                candidate(r);
+            }
+        };
+        // A set past the first 1,024 index texts has no id: the search for every literal.
+        let id = set.as_ref().map_or(u32::MAX, |id| *id);
+        let found = gate.open_admitted(id, admits, text, &mut mark, &mut self.seen);
+        drop(candidate);
+        self.narrow(text, &found);
+        Choice {
+            foretold: None,
+            by_index: false,
+            admitted: true,
+        }
+    }
+
+    /// The search for every literal, the index read after the parse.
+    fn choose_every(&mut self, text: &[u8]) -> Choice {
+        self.candidates.clear();
+        self.next_generation();
+        let Some(gate) = &self.gate else {
+            return Choice::default();
+        };
+        let mut mark = marker(&mut self.stamp, self.generation, &mut self.candidates);
+        let found = gate.open(text, &mut mark, &mut self.seen, false);
+        drop(mark);
+        self.index.last_named = found.names_itself();
+        self.narrow(text, &found);
+        Choice {
+            foretold: self.index.fields.is_some().then_some(Foretold::AfterParse),
+            by_index: false,
+            admitted: false,
+        }
+    }
+
+    /// Keeps the candidates whose prefilters pass, decided by what the gate's search
+    /// found where it can, else by each rule's own.
+    fn narrow(&mut self, text: &[u8], found: &crate::gate::Found) {
+        let Some(gate) = &self.gate else { return };
+        self.candidates.sort_unstable();
         let rules = &self.rules;
         let seen = &self.seen;
-        candidates.retain(|&r| match gate.passes(r, &found, seen) {
-            Some(decided) => decided,
-            None => rules[r as usize].may_match(text),
-        });
-        (foretold, by_index)
+        self.candidates
+            .retain(|&r| match gate.passes(r, found, seen) {
+                Some(decided) => decided,
+                None => rules[r as usize].may_match(text),
+            });
+    }
+
+    fn next_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.generation = 1;
+        }
     }
 
     /// Keeps the candidates the record's index admits (its text parsed into `view`);
@@ -505,7 +695,7 @@ impl Detector {
         else {
             return true;
         };
-        let index = fields.of_record(view, &self.layout, host.as_deref(), buf);
+        let (index, _) = fields.read(view, &self.layout, host.as_deref(), buf);
         let unknown = index == IndexOf::Unknown;
         // An unknown index is counted once: where the text foretold it, already.
         if unknown && foretold != Some(Foretold::Unknown) {
@@ -556,16 +746,15 @@ impl Detector {
         let open_all = !object
             || delivery
             || (annotate && envelopes && memchr::memmem::find(text, b"\"detail-type\"").is_some());
-        let mut foretold = None;
+        let mut choice = Choice::default();
         if open_all {
             self.candidates.clear();
             self.candidates.extend(0..self.rules.len() as u32);
         } else {
-            let by_index;
-            (foretold, by_index) = self.choose(text);
+            choice = self.choose(text, envelopes);
             if self.candidates.is_empty() {
                 self.stats.records += 1;
-                match by_index {
+                match choice.by_index {
                     true => self.stats.out_of_index += 1,
                     false => self.stats.prefiltered += 1,
                 }
@@ -595,7 +784,7 @@ impl Detector {
         if text.len() > limit {
             return self.fail_candidates(too_large(text, limit), place, sink);
         }
-        if !self.admit(&view, foretold) {
+        if !choice.admitted && !self.admit(&view, choice.foretold) {
             if annotate {
                 Detector::pass(text, place, sink);
             }
@@ -670,6 +859,22 @@ impl Detector {
     }
 }
 
+/// Makes `r` a candidate of the current record (`generation`), once.
+fn marker<'a>(
+    stamp: &'a mut [u32],
+    generation: u32,
+    candidates: &'a mut Vec<u32>,
+) -> impl FnMut(u32) + 'a {
+    move |r: u32| {
+        if let Some(s) = stamp.get_mut(r as usize) {
+            if *s != generation {
+                *s = generation;
+                candidates.push(r);
+            }
+        }
+    }
+}
+
 /// An error, placed within its input when it came from part of one.
 fn placed(err: RecordError, place: Option<&str>) -> RecordError {
     match place {
@@ -732,12 +937,12 @@ impl Detector {
             records: records.len(),
             ..StageTimes::default()
         };
-        let mut chosen: Vec<(usize, Vec<u32>, Option<Foretold>)> = Vec::new();
+        let mut chosen: Vec<(usize, Vec<u32>, Choice)> = Vec::new();
         let start = Instant::now();
         for (i, text) in records.iter().enumerate() {
-            let (f, _) = self.choose(text);
+            let choice = self.choose(text, false);
             if !self.candidates.is_empty() {
-                chosen.push((i, self.candidates.clone(), f));
+                chosen.push((i, self.candidates.clone(), choice));
             }
         }
         t.gate_seconds = start.elapsed().as_secs_f64();
@@ -753,7 +958,7 @@ impl Detector {
         for ((i, cands, f), view) in chosen.iter().zip(&views) {
             let Some(view) = view else { continue };
             self.candidates.clone_from(cands);
-            if self.admit(view, *f) {
+            if f.admitted || self.admit(view, f.foretold) {
                 admitted.push((*i, self.candidates.clone(), view));
             }
         }

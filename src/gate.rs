@@ -73,6 +73,28 @@ pub(crate) struct Gate {
     /// literals keep their quotes): each rule's groups as literal ids. A rule's prefilter
     /// is then decided from what the search found, with no search of its own.
     exact: Option<Vec<Vec<Vec<u32>>>>,
+    /// The search of each set of rules an index admits ([`Gate::open_admitted`]), by the
+    /// set's id in [`crate::index::Admissions`]; built when a record of it first comes.
+    admitted: Vec<Option<Admitted>>,
+    /// What writes the texts, for the escapes of the searches built later.
+    writer: crate::query::Writer,
+}
+
+/// The most sets of admitted rules that get a search of their own; a record of any
+/// other set takes the search for every literal (a stream names a few indices, and each
+/// search holds a 128 KiB table or more).
+const ADMITTED_SEARCHES: usize = 32;
+
+/// The search for the rules one index admits.
+#[derive(Debug)]
+enum Admitted {
+    /// Their literals, by id in the gate's numbering, found by a search of their own.
+    Own(First),
+    /// They have no literal (every one of them reads every record).
+    Nothing,
+    /// They hold too many of the literals for a search of their own to pay: the search
+    /// for every literal.
+    Every,
 }
 
 /// The gate's first search ([`Gate::new`]).
@@ -285,7 +307,22 @@ impl Gate {
             escapes_hide: true,
             evidence,
             exact,
+            admitted: Vec::new(),
+            writer: crate::query::Writer::default(),
         })
+    }
+
+    /// Whether each rule's prefilter is decided by the search alone (a large pack's gate):
+    /// then a record whose index is read before any search ([`Gate::open_admitted`]) is
+    /// searched for only the literals of the rules that index admits.
+    pub(crate) fn decides_prefilters(&self) -> bool {
+        self.exact.is_some()
+    }
+
+    /// Whether the search for every literal was ever built (a record took it).
+    #[cfg(test)]
+    pub(crate) fn built_every_literal_search(&self) -> bool {
+        self.search.get().is_some()
     }
 
     /// Whether a record that names no index of its own is searched first for fewer
@@ -300,6 +337,8 @@ impl Gate {
     /// not cost the first search an escape search).
     pub(crate) fn assume(&mut self, writer: crate::query::Writer) {
         let hide = |l: &[Vec<u8>]| !l.iter().all(|l| writer.writes_as_itself(l));
+        self.writer = writer;
+        self.admitted.clear();
         self.escapes_hide = hide(&self.literals);
         if let Some(first) = &mut self.first {
             first.escapes_hide = hide(first.search.literals());
@@ -360,6 +399,121 @@ impl Gate {
 }
 
 impl Gate {
+    /// The first search alone ([`Gate::new`]): what it found, or `None` when it cannot
+    /// decide the record (it may name its own index, an escape could hide one of its
+    /// literals, or the pack has no first search). The rules it opened are then to be
+    /// forgotten: the record's index is to be read, and [`Gate::open_admitted`] decides.
+    pub(crate) fn open_first(
+        &self,
+        text: &[u8],
+        open: &mut dyn FnMut(u32),
+        seen: &mut Vec<u32>,
+    ) -> Option<Found> {
+        let first = self.first.as_ref()?;
+        if first.escapes_hide && crate::query::has_escape(text) {
+            return None;
+        }
+        let mut found = Found::default();
+        seen.clear();
+        if !self.run(
+            &first.search,
+            Some(&first.ids),
+            text,
+            open,
+            &mut found,
+            seen,
+        ) || found.names_itself()
+        {
+            return None;
+        }
+        self.always.iter().for_each(|&r| open(r));
+        seen.sort_unstable();
+        seen.dedup();
+        Some(found)
+    }
+
+    /// Calls `open` with every rule the text lets through among those its index admits,
+    /// `admits` (set `set` of [`crate::index::Admissions`]; rules outside it may be opened
+    /// too, and are to be left out), searching for only their literals. Only for a gate
+    /// that [decides prefilters](Gate::decides_prefilters): `seen` gets the literals found,
+    /// for [`Gate::passes`].
+    ///
+    /// Sound as the first search is: each admitted rule's every literal is in the search,
+    /// so the literals found decide its prefilter, and a rule the search leaves out is one
+    /// the index keeps out anyway.
+    pub(crate) fn open_admitted(
+        &mut self,
+        set: u32,
+        admits: &[bool],
+        text: &[u8],
+        open: &mut dyn FnMut(u32),
+        seen: &mut Vec<u32>,
+    ) -> Found {
+        let set = set as usize;
+        if set < ADMITTED_SEARCHES && self.admitted.get(set).is_none_or(Option::is_none) {
+            let built = self.admitted_search(admits);
+            if self.admitted.len() <= set {
+                self.admitted.resize_with(set + 1, || None);
+            }
+            self.admitted[set] = Some(built);
+        }
+        let mut found = Found::default();
+        seen.clear();
+        let searched = match self.admitted.get(set) {
+            Some(Some(Admitted::Own(own))) => {
+                !(own.escapes_hide && crate::query::has_escape(text))
+                    && self.run(&own.search, Some(&own.ids), text, open, &mut found, seen)
+            }
+            Some(Some(Admitted::Nothing)) => true,
+            _ => self.search(text, open, &mut found, seen, false),
+        };
+        if searched {
+            self.always.iter().for_each(|&r| open(r));
+            seen.sort_unstable();
+            seen.dedup();
+        } else {
+            (0..self.rules).for_each(open);
+            found.everything = true;
+        }
+        found.bits = 0;
+        found
+    }
+
+    /// The search for the literals of the rules `admits` names.
+    fn admitted_search(&self, admits: &[bool]) -> Admitted {
+        let Some(exact) = &self.exact else {
+            return Admitted::Every;
+        };
+        let mut ids: Vec<u32> = exact
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| admits.get(*r).copied().unwrap_or(true))
+            .flat_map(|(_, groups)| groups.iter().flatten().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Admitted::Nothing;
+        }
+        // Worth a search of its own only when far smaller than the one for every literal.
+        if ids.len() * 3 > self.literals.len() * 2 {
+            return Admitted::Every;
+        }
+        let literals: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|&l| self.literals[l as usize].clone())
+            .collect();
+        let escapes_hide = !literals.iter().all(|l| self.writer.writes_as_itself(l));
+        match Search::new(literals) {
+            Some(search) => Admitted::Own(First {
+                search,
+                ids,
+                escapes_hide,
+            }),
+            None => Admitted::Every,
+        }
+    }
+
     /// The first search when `foreseen` allows, then (when the record names its own index)
     /// or else the search for every literal; false when a search could not be done, or an
     /// escape in the text could hide one of its literals.

@@ -1,7 +1,7 @@
 //! Which index a record belongs to, and which rules that index admits.
 //!
 //! Elastic runs a rule only over the indices its `index` patterns name. A stream has no
-//! indices, so the record's index is derived, in one place ([`IndexFields::of_record`]),
+//! indices, so the record's index is derived, in one place ([`IndexFields::read`]),
 //! in this order:
 //!
 //! 1. `data_stream.type`-`data_stream.dataset`-`data_stream.namespace`, when the record
@@ -257,14 +257,15 @@ impl IndexFields {
     }
 
     /// The record's index (the order is the module's), written into `buf` when it is
-    /// built from the record's fields.
-    pub(crate) fn of_record<'s>(
+    /// built from the record's fields; and whether the record named it itself (its
+    /// `data_stream`, a Beat's `agent`, or its `event.dataset`).
+    pub(crate) fn read<'s>(
         &self,
         view: &RecordView<'_>,
         layout: &Layout,
         host: Option<&'s str>,
         buf: &'s mut String,
-    ) -> IndexOf<'s> {
+    ) -> (IndexOf<'s>, bool) {
         let own = |id| one_value(view.own(layout, id));
         buf.clear();
         if let (Some(t), Some(d), Some(n)) = (
@@ -278,28 +279,28 @@ impl IndexFields {
                 }
                 buf.push_str(part);
             }
-            return IndexOf::Named(buf);
+            return (IndexOf::Named(buf), true);
         }
         if let Some(beat) = own(self.agent_type).filter(|t| BEATS.contains(&t.as_ref())) {
             let version = own(self.agent_version);
             buf.push_str(&beat);
             buf.push('-');
             buf.push_str(version.as_deref().unwrap_or("unknown"));
-            return IndexOf::Named(buf);
+            return (IndexOf::Named(buf), true);
         }
         if let Some(host) = host {
-            return IndexOf::Named(host);
+            return (IndexOf::Named(host), false);
         }
         if let Some(dataset) = own(self.event_dataset) {
             buf.push_str("logs-");
             buf.push_str(&dataset);
             buf.push_str("-default");
-            return IndexOf::Named(buf);
+            return (IndexOf::Named(buf), true);
         }
         if view.is_cloudtrail() {
-            return IndexOf::Named(CLOUDTRAIL_INDEX);
+            return (IndexOf::Named(CLOUDTRAIL_INDEX), false);
         }
-        IndexOf::Unknown
+        (IndexOf::Unknown, false)
     }
 }
 
@@ -355,29 +356,39 @@ impl Foretold {
 }
 
 /// Which rules an index admits, decided once per distinct index text (up to a bound)
-/// and kept.
+/// and kept: each distinct answer is a *set*, numbered, so that what depends on the
+/// admitted rules alone (a search for their literals) is built once per set.
 #[derive(Debug, Default)]
 pub(crate) struct Admissions {
     /// Each rule's patterns (`None`: no `index`, every record).
     patterns: Vec<Option<Patterns>>,
-    cache: hashbrown::HashMap<Box<str>, Box<[bool]>>,
-    /// The admissions of an unknown index.
-    of_unknown: Box<[bool]>,
+    /// The set of each index text seen.
+    cache: hashbrown::HashMap<Box<str>, u32>,
+    /// The sets, by id; set 0 is an unknown index's.
+    sets: Vec<Box<[bool]>>,
+    /// Each set's id.
+    ids: hashbrown::HashMap<Box<[bool]>, u32>,
 }
 
 /// Distinct index texts whose admissions are kept; past it each is decided anew.
 const CACHED_INDICES: usize = 1024;
 
+/// The set of an unknown index.
+pub(crate) const UNKNOWN_SET: u32 = 0;
+
 impl Admissions {
     pub(crate) fn new(patterns: Vec<Option<Patterns>>, unknown: UnknownIndex) -> Admissions {
-        let of_unknown = patterns
+        let of_unknown: Box<[bool]> = patterns
             .iter()
             .map(|p| p.is_none() || unknown == UnknownIndex::Match)
             .collect();
+        let mut ids = hashbrown::HashMap::new();
+        ids.insert(of_unknown.clone(), UNKNOWN_SET);
         Admissions {
             patterns,
             cache: hashbrown::HashMap::new(),
-            of_unknown,
+            sets: vec![of_unknown],
+            ids,
         }
     }
 
@@ -394,28 +405,49 @@ impl Admissions {
 
     /// Which rules `index` admits, by rule.
     pub(crate) fn of(&mut self, index: IndexOf<'_>) -> Cow<'_, [bool]> {
+        match self.set_of(index) {
+            Ok(set) => Cow::Borrowed(self.set(set)),
+            Err(decided) => Cow::Owned(decided.into_vec()),
+        }
+    }
+
+    /// The set of rules `index` admits, by id; past [`CACHED_INDICES`] index texts, a new
+    /// text's admissions are decided anew each time and returned as they are.
+    pub(crate) fn set_of(&mut self, index: IndexOf<'_>) -> Result<u32, Box<[bool]>> {
         let name = match index {
-            IndexOf::Unknown => return Cow::Borrowed(&self.of_unknown),
+            IndexOf::Unknown => return Ok(UNKNOWN_SET),
             IndexOf::Named(n) => n,
         };
-        if !self.cache.contains_key(name) {
-            let decided: Box<[bool]> = self
-                .patterns
-                .iter()
-                .map(|p| match p {
-                    Some(p) => p.admits(name),
-                    None => true,
-                })
-                .collect();
-            if self.cache.len() >= CACHED_INDICES {
-                return Cow::Owned(decided.into_vec());
+        if let Some(&set) = self.cache.get(name) {
+            return Ok(set);
+        }
+        let decided: Box<[bool]> = self
+            .patterns
+            .iter()
+            .map(|p| match p {
+                Some(p) => p.admits(name),
+                None => true,
+            })
+            .collect();
+        if self.cache.len() >= CACHED_INDICES {
+            return Err(decided);
+        }
+        let set = match self.ids.get(&decided) {
+            Some(&set) => set,
+            None => {
+                let set = self.sets.len() as u32;
+                self.ids.insert(decided.clone(), set);
+                self.sets.push(decided);
+                set
             }
-            self.cache.insert(name.into(), decided);
-        }
-        match self.cache.get(name) {
-            Some(d) => Cow::Borrowed(d),
-            None => Cow::Owned(Vec::new()),
-        }
+        };
+        self.cache.insert(name.into(), set);
+        Ok(set)
+    }
+
+    /// The rules set `set` admits, by rule (empty for an id it never gave).
+    pub(crate) fn set(&self, set: u32) -> &[bool] {
+        self.sets.get(set as usize).map_or(&[], |s| s)
     }
 
     /// The rules a foretold index could admit (before the parse).
@@ -424,11 +456,11 @@ impl Admissions {
         match (f, host) {
             (Foretold::AfterParse, _) => vec![true; n],
             (Foretold::Host, Some(h)) => self.of(IndexOf::Named(h)).into_owned(),
-            (Foretold::Host, None) | (Foretold::Unknown, _) => self.of_unknown.to_vec(),
+            (Foretold::Host, None) | (Foretold::Unknown, _) => self.set(UNKNOWN_SET).to_vec(),
             (Foretold::CloudTrailOrUnknown, _) => {
                 let ct = self.of(IndexOf::Named(CLOUDTRAIL_INDEX)).into_owned();
                 ct.iter()
-                    .zip(self.of_unknown.iter())
+                    .zip(self.set(UNKNOWN_SET).iter())
                     .map(|(a, b)| *a || *b)
                     .collect()
             }

@@ -135,6 +135,8 @@ pub struct Rule {
     /// `rule.threat` as JSON, copied into alerts.
     pub threat: serde_json::Value,
     pub query: String,
+    /// `query`, parsed (once, at load).
+    pub(crate) parsed: crate::query::Expr,
     /// The new-terms fields (one to three), in order.
     pub new_terms_fields: Vec<String>,
     /// The history window W.
@@ -191,9 +193,10 @@ impl Rule {
         } else {
             text
         };
-        let mut doc: Table = parse_toml(text).map_err(|e: toml::de::Error| RuleError::Toml {
-            message: toml_message(&e, text),
-        })?;
+        let mut doc: Table =
+            parse_toml_kept(text, rule_keeps).map_err(|e: toml::de::Error| RuleError::Toml {
+                message: toml_message(&e, text),
+            })?;
         let own = doc.remove("newterms");
         let rule = get_table(&doc, "", "rule")?;
         let kind = get_str(rule, "rule.", "type")?;
@@ -284,7 +287,7 @@ impl Rule {
         settings.kibana_exceptions = Vec::new();
         settings.value_lists = Default::default();
         let query = get_str(rule, "rule.", "query")?;
-        crate::query::parse(query).map_err(|error| RuleError::Query {
+        let parsed = crate::query::parse(query).map_err(|error| RuleError::Query {
             at: query_location(text, error.position()),
             error,
         })?;
@@ -308,6 +311,7 @@ impl Rule {
             tags,
             threat,
             query: query.to_owned(),
+            parsed,
             new_terms_fields: fields,
             history_window,
             timestamp_override,
@@ -318,11 +322,45 @@ impl Rule {
     }
 }
 
+/// The keys of a rule file that [`Rule::parse`] reads: the `[rule]` table's (not its
+/// documentation: `note`, `setup`, `description`, `references` and the like are most of a
+/// file's text), and the whole `[newterms]` table. `path` is a key's table, then the key.
+fn rule_keeps(path: &[&str]) -> bool {
+    const RULE: &[&str] = &[
+        "data_view_id",
+        "filters",
+        "index",
+        "language",
+        "name",
+        "new_terms",
+        "query",
+        "risk_score",
+        "rule_id",
+        "severity",
+        "tags",
+        "threat",
+        "timestamp_override",
+        "type",
+    ];
+    match path {
+        [top] => *top == "rule" || *top == "newterms",
+        ["rule", key] => RULE.contains(key),
+        _ => true,
+    }
+}
+
 /// Parses a TOML document into a table. The parser builds its own tree, which this
 /// copies level by level with a stack of its own: `toml`'s serde route
 /// (`str::parse::<Table>`), like any recursive copy, nests calls per level and needs
 /// several times the stack a Fluent Bit module has (8 KiB).
 pub(crate) fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
+    parse_toml_kept(text, |_| true)
+}
+
+/// [`parse_toml`], copying only the keys `keep` keeps (it sees a key's table keys down
+/// from the top, then the key; only the first two levels are asked). The document is
+/// checked whole all the same.
+fn parse_toml_kept(text: &str, keep: fn(&[&str]) -> bool) -> Result<Table, toml::de::Error> {
     use serde::de::Error as _;
     use toml::de::{DeString, DeTable, DeValue};
     type Entries<'i> =
@@ -377,12 +415,26 @@ pub(crate) fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
         key: None,
     }];
     loop {
+        let depth = stack.len();
+        let parent: Option<String> = match depth {
+            2 => stack[1].key.clone(),
+            _ => None,
+        };
         let Some(top) = stack.last_mut() else {
             return Ok(Table::new());
         };
         let (key, value) = match top.rest.next() {
             Some((key, v)) => {
                 let key = key.map(|k| k.into_owned());
+                if let (Some(k), 1..=2) = (&key, depth) {
+                    let kept = match &parent {
+                        None => keep(&[k]),
+                        Some(p) => keep(&[p, k]),
+                    };
+                    if !kept {
+                        continue;
+                    }
+                }
                 match item(v.into_inner(), key.clone())? {
                     Item::Open(inner) => {
                         stack.push(inner);

@@ -395,6 +395,35 @@ fn a_tag_names_the_index_of_records_that_name_none() {
     assert_eq!(err.key_name(), Some("newterms.index_by_tag.x"));
 }
 
+/// A deterministic generator of numbers below `m`.
+fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+    move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    }
+}
+
+/// Each rule's counters in `pack` add up as the same rule's `alone` (a record outside its
+/// indices may be `out_of_index` in one and `prefiltered` in the other).
+fn counted_as_alone(pack: &Detector, alone: &[Detector]) {
+    for (i, d) in alone.iter().enumerate() {
+        let (p, a) = (pack.rule_stats(i), d.rule_stats(0));
+        assert_eq!(
+            (p.records, p.matched, p.alerts, p.suppressed, p.no_term),
+            (a.records, a.matched, a.alerts, a.suppressed, a.no_term),
+            "rule {i}"
+        );
+        assert_eq!(p.error_total(), a.error_total(), "rule {i}");
+        assert_eq!(
+            p.prefiltered + p.out_of_index + p.unmatched,
+            a.prefiltered + a.out_of_index + a.unmatched,
+            "rule {i}"
+        );
+    }
+}
+
 /// A pack past the vector search's literals (so its gate searches a record that names no
 /// index of its own first for only the literals of the rules its index can admit) decides
 /// every rule as that rule alone, over records of every origin, with escapes, with and
@@ -413,13 +442,7 @@ fn a_large_packs_first_search_decides_as_each_rule_alone() {
             (id, text.replace("[rule]\n", index))
         })
         .collect();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut records = Vec::new();
     for k in 0..3_000u64 {
         let j = next(n as u64);
@@ -475,20 +498,111 @@ fn a_large_packs_first_search_decides_as_each_rule_alone() {
             want.sort();
             assert_eq!(got, want, "record {k}: {r}");
         }
-        for (i, d) in alone.iter().enumerate() {
-            let (p, a) = (pack.rule_stats(i), d.rule_stats(0));
-            assert_eq!(
-                (p.records, p.matched, p.alerts, p.suppressed, p.no_term),
-                (a.records, a.matched, a.alerts, a.suppressed, a.no_term),
-                "rule {i}"
-            );
-            assert_eq!(
-                p.prefiltered + p.out_of_index + p.unmatched,
-                a.prefiltered + a.out_of_index + a.unmatched,
-                "rule {i}"
-            );
-        }
+        counted_as_alone(&pack, &alone);
     }
+}
+
+/// A large pack reads the index of a record that names its own before any search, and
+/// searches only the literals of the rules that index admits: over many data streams
+/// (more sets of admitted rules than get a search of their own), a stream outside every
+/// rule's indices, and an EventBridge envelope that follows records naming their
+/// indices, every rule decides as it does alone, and is counted as it is alone.
+#[test]
+fn a_record_naming_its_index_is_searched_for_only_the_rules_it_admits() {
+    let n = 90;
+    let rules: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let (id, text) = rule_with(&format!("r{i:02}"), &format!("f: \"w{i:02}x\""));
+            let index = match i % 3 {
+                0 => format!("[rule]\nindex = [\"logs-app{}.x-*\"]\n", i % 45),
+                1 => "[rule]\nindex = [\"logs-aws.cloudtrail-*\"]\n".to_owned(),
+                _ => format!(
+                    "[rule]\nindex = [\"logs-app{}.x-*\", \"logs-shared-*\"]\n",
+                    i % 45
+                ),
+            };
+            (id, text.replace("[rule]\n", &index))
+        })
+        .collect();
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+    let mut records = Vec::new();
+    for k in 0..4_000u64 {
+        let t = 1_767_225_600 + k * 600;
+        let value = format!("w{:02}x", next(n as u64));
+        let record = match next(8) {
+            // Outside every rule's indices.
+            0 | 1 => format!(
+                r#"{{"@timestamp":{t}000,"f":"{value}","data_stream":{{"type":"logs","dataset":"nowhere","namespace":"default"}}}}"#
+            ),
+            2 => format!(
+                r#"{{"@timestamp":{t}000,"f":"{value}","data_stream":{{"type":"logs","dataset":"shared","namespace":"default"}}}}"#
+            ),
+            // A CloudTrail event in an EventBridge envelope, or raw.
+            3 => format!(
+                r#"{{"detail-type":"AWS API Call via CloudTrail","detail":{{"eventTime":"{}","eventSource":"s","eventName":"n","f":"{value}"}}}}"#,
+                crate::time::format_timestamp(t as i64 * 1_000_000_000)
+            ),
+            4 => format!(
+                r#"{{"@timestamp":{t}000,"f":"{value}","eventSource":"s","eventName":"n"}}"#
+            ),
+            // Not JSON, to be reported as alone.
+            5 if next(10) == 0 => format!(r#"{{"@timestamp":{t}000,"f":"{value}","data_stream":"#),
+            _ => format!(
+                r#"{{"@timestamp":{t}000,"data_stream.type":"logs","data_stream.dataset":"app{}.x","data_stream.namespace":"p","f":"{value}"}}"#,
+                next(45)
+            ),
+        };
+        records.push(record);
+    }
+    for settings in ["", "unknown_index = \"match\""] {
+        let settings = Settings::from_toml(settings).unwrap();
+        let mut pack = Detector::open(&rules, &settings, None).unwrap();
+        assert!(pack.gate.as_ref().is_some_and(|g| g.decides_prefilters()));
+        let mut alone: Vec<Detector> = rules
+            .iter()
+            .map(|r| Detector::open(std::slice::from_ref(r), &settings, None).unwrap())
+            .collect();
+        let mut errors = (0, 0);
+        for (k, r) in records.iter().enumerate() {
+            let sort = |outputs: Vec<Output<'static>>, ids: &mut Vec<String>, e: &mut usize| {
+                for o in outputs {
+                    match o {
+                        Output::Emit(a) => {
+                            let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+                            ids.push(v["kibana.alert.rule.rule_id"].as_str().unwrap().to_owned());
+                        }
+                        Output::Error(_) => *e += 1,
+                    }
+                }
+            };
+            let mut got = Vec::new();
+            sort(pack.process_collect(r.as_bytes()), &mut got, &mut errors.0);
+            got.sort();
+            let mut want = Vec::new();
+            for d in &mut alone {
+                sort(d.process_collect(r.as_bytes()), &mut want, &mut errors.1);
+            }
+            want.sort();
+            assert_eq!(got, want, "record {k}: {r}");
+        }
+        assert!(errors.0 > 0 && errors.1 >= errors.0, "{errors:?}");
+        counted_as_alone(&pack, &alone);
+    }
+    // A stream of records outside every rule's indices costs no search for literals.
+    let mut pack = Detector::open(&rules, &Settings::default(), None).unwrap();
+    for k in 0..50 {
+        let r = format!(
+            r#"{{"@timestamp":"2026-01-01T00:00:{k:02}Z","f":"w01x","data_stream":{{"type":"logs","dataset":"nowhere","namespace":"default"}}}}"#
+        );
+        assert!(alert_ids(&mut pack, &r).is_empty());
+    }
+    let s = pack.stats();
+    assert_eq!((s.records, s.out_of_index), (50, 50));
+    assert_eq!(pack.rule_stats(1).out_of_index, 50);
+    assert!(!pack
+        .gate
+        .as_ref()
+        .is_some_and(|g| g.built_every_literal_search()));
 }
 
 #[test]

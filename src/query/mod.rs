@@ -42,8 +42,12 @@ pub struct Query {
 impl Query {
     /// Parses `text` and registers every field it reads with `layout`.
     pub fn compile(text: &str, layout: &mut LayoutBuilder) -> Result<Query, QueryError> {
-        let expr = parse(text)?;
-        Ok(Query::of(compile::compile(&expr, layout)?))
+        Query::compile_parsed(&parse(text)?, layout)
+    }
+
+    /// Compiles a query already parsed.
+    pub fn compile_parsed(expr: &Expr, layout: &mut LayoutBuilder) -> Result<Query, QueryError> {
+        Ok(Query::of(compile::compile(expr, layout)?))
     }
 
     fn of(root: Node) -> Query {
