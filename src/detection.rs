@@ -170,6 +170,13 @@ impl Detection {
         self.prefilter.as_ref().is_none_or(|p| p.may_match(text))
     }
 
+    /// [`Detection::may_match`] over the prefilter's groups of keys alone.
+    pub(crate) fn keys_may_match(&self, text: &[u8]) -> bool {
+        self.prefilter
+            .as_ref()
+            .is_none_or(|p| p.keys_may_match(text))
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             rule_id: self.rule.rule_id.clone(),

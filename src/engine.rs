@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use crate::detection::{Detection, Outcome};
 use crate::error::{ErrorKind, RecordError};
-use crate::gate::Gate;
+use crate::gate::{Gate, Verdict};
 use crate::index::{Admissions, Foretold, IndexFields, IndexOf, TagIndices};
 use crate::record::{FieldId, Layout, LayoutBuilder, RecordView};
 use crate::rule::{InputMode, OutputMode, Rule};
@@ -669,8 +669,10 @@ impl Detector {
         let seen = &self.seen;
         self.candidates
             .retain(|&r| match gate.passes(r, found, seen) {
-                Some(decided) => decided,
-                None => rules[r as usize].may_match(text),
+                Verdict::Passes => true,
+                Verdict::Fails => false,
+                Verdict::Keys => rules[r as usize].keys_may_match(text),
+                Verdict::Own => rules[r as usize].may_match(text),
             });
     }
 

@@ -73,6 +73,9 @@ pub(crate) struct Gate {
     /// literals keep their quotes): each rule's groups as literal ids. A rule's prefilter
     /// is then decided from what the search found, with no search of its own.
     exact: Option<Vec<Vec<Vec<u32>>>>,
+    /// With `exact`: each rule has groups of keys the search leaves out (see
+    /// [`crate::query::Prefilter::key_groups`]), which its own prefilter then judges.
+    keys_left: Vec<bool>,
     /// The search of each set of rules an index admits ([`Gate::open_admitted`]), by the
     /// set's id in [`crate::index::Admissions`]; built when a record of it first comes.
     admitted: Vec<Option<Admitted>>,
@@ -95,6 +98,18 @@ enum Admitted {
     /// They hold too many of the literals for a search of their own to pay: the search
     /// for every literal.
     Every,
+}
+
+/// What the search found says of a rule's prefilter ([`Gate::passes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Passes,
+    Fails,
+    /// Every group the search holds is there; the rule's groups of keys are to be judged
+    /// ([`crate::query::Prefilter::keys_may_match`]).
+    Keys,
+    /// The rule's whole prefilter is to judge.
+    Own,
 }
 
 /// The gate's first search ([`Gate::new`]).
@@ -181,15 +196,31 @@ impl Gate {
                 *shared.entry(lit).or_default() += 1;
             }
         }
-        let chosen: Vec<Option<&Vec<&[u8]>>> = groups
+        // A field's key is in most records of its source: a group of values first.
+        let keys: Vec<Vec<bool>> = prefilters
             .iter()
-            .map(|rule| {
-                rule.iter().max_by_key(|g| {
-                    let sharing = g.iter().map(|l| shared.get(l).copied().unwrap_or(0)).min();
-                    let length = g.iter().map(|l| l.len()).min();
-                    (sharing, length)
+            .map(|p| p.map(|p| p.key_groups()).unwrap_or_default())
+            .collect();
+        let is_key = |r: usize, g: usize| keys[r].get(g).copied().unwrap_or(false);
+        let choice: Vec<Option<usize>> = groups
+            .iter()
+            .enumerate()
+            .map(|(r, rule)| {
+                (0..rule.len()).max_by_key(|&g| {
+                    let lits = &rule[g];
+                    let sharing = lits
+                        .iter()
+                        .map(|l| shared.get(l).copied().unwrap_or(0))
+                        .min();
+                    let length = lits.iter().map(|l| l.len()).min();
+                    (!is_key(r, g), sharing, length)
                 })
             })
+            .collect();
+        let chosen: Vec<Option<&Vec<&[u8]>>> = groups
+            .iter()
+            .zip(&choice)
+            .map(|(rule, c)| c.and_then(|g| rule.get(g)))
             .collect();
         // Without their quotes when that leaves few enough literals for a vector search,
         // else as they are (see `query::unquoted`).
@@ -240,14 +271,18 @@ impl Gate {
                 rules_of[p as usize].push(i as u32);
             }
         }
-        // Past the vector search's literals, every literal of every group is searched
-        // as it is, so the search alone decides each prefilter (`Gate::passes`).
+        // Past the vector search's literals, every literal of every group of values (and
+        // the chosen group, whatever it is) is searched as it is, so the search alone
+        // decides each prefilter but for its keys (`Gate::passes`).
         let exact: Option<Vec<Vec<Vec<u32>>>> = (!strip).then(|| {
             groups
                 .iter()
-                .map(|rule| {
+                .enumerate()
+                .map(|(r, rule)| {
                     rule.iter()
-                        .map(|g| {
+                        .enumerate()
+                        .filter(|&(g, _)| !is_key(r, g) || choice[r] == Some(g))
+                        .map(|(_, g)| {
                             g.iter()
                                 .map(|lit| id_of(lit, &mut literals, &mut rules_of))
                                 .collect()
@@ -256,6 +291,10 @@ impl Gate {
                 })
                 .collect()
         });
+        // The rules with a group of keys the search leaves out.
+        let keys_left: Vec<bool> = (0..groups.len())
+            .map(|r| (0..groups[r].len()).any(|g| is_key(r, g) && choice[r] != Some(g)))
+            .collect();
         let mut evidence = Vec::new();
         for (lit, bit) in specials {
             let p = id_of(lit, &mut literals, &mut rules_of) as usize;
@@ -307,6 +346,7 @@ impl Gate {
             escapes_hide: true,
             evidence,
             exact,
+            keys_left,
             admitted: Vec::new(),
             writer: crate::query::Writer::default(),
         })
@@ -346,21 +386,29 @@ impl Gate {
     }
 
     /// Whether rule `r`'s prefilter passes, decided from the literals the search found
-    /// (`found`, from [`Gate::open`]); `None` when the search cannot decide it (no exact
-    /// search, or the text had an escape that could hide a literal), and the rule's own
-    /// prefilter must. Sound as the prefilter is: a group holds when one of its literals
-    /// is in the text, and no escape can hide one here.
-    pub(crate) fn passes(&self, r: u32, found: &Found, seen: &[u32]) -> Option<bool> {
-        let exact = self.exact.as_ref()?;
+    /// (`found`, from [`Gate::open`]): [`Verdict::Own`] when the search cannot decide it
+    /// (no exact search, or the text had an escape that could hide a literal), and
+    /// [`Verdict::Keys`] when it found every group of the rule it holds and left the
+    /// rule's groups of keys out. Sound as the prefilter is: a group holds when one of its
+    /// literals is in the text, and no escape can hide one here.
+    pub(crate) fn passes(&self, r: u32, found: &Found, seen: &[u32]) -> Verdict {
+        let Some(exact) = &self.exact else {
+            return Verdict::Own;
+        };
         if found.everything {
-            return None;
+            return Verdict::Own;
         }
-        let groups = exact.get(r as usize)?;
-        Some(
-            groups
-                .iter()
-                .all(|g| g.iter().any(|l| seen.binary_search(l).is_ok())),
-        )
+        let Some(groups) = exact.get(r as usize) else {
+            return Verdict::Own;
+        };
+        let found = groups
+            .iter()
+            .all(|g| g.iter().any(|l| seen.binary_search(l).is_ok()));
+        match found {
+            false => Verdict::Fails,
+            true if self.keys_left.get(r as usize).copied().unwrap_or(false) => Verdict::Keys,
+            true => Verdict::Passes,
+        }
     }
 
     /// Calls `open` with every rule the text lets through, possibly more than once, and

@@ -168,9 +168,11 @@ filter_functions! {
     newterms_passthrough => Some(OutputMode::Passthrough);
     /// The filter in `annotate` mode.
     newterms_annotate => Some(OutputMode::Annotate);
-    /// The filter in `matches` mode: no table, one match document for a `newterms
-    /// consume` group (Fluent Bit takes one record back per record: a record with several
-    /// (rule, term) sends its first, and counts the others in `extra_outputs`).
+    /// The filter in `matches` mode: no table, one match document per (rule, term) for a
+    /// `newterms consume` group. Fluent Bit takes one record back per record: a record
+    /// with several comes back as one bundle, which the README's `lua` step splits (or,
+    /// with `several_outputs = "first"`, as its first, the others counted in
+    /// `extra_outputs_dropped`; see [`crate::host::Filter`]).
     newterms_matches => Some(OutputMode::Matches);
 }
 

@@ -36,7 +36,7 @@ use super::scan;
 use super::ast::Pattern;
 use super::node::{Node, Test};
 use super::pattern::Fold;
-use crate::record::{implied_values, Layout};
+use crate::record::{cloudtrail_paths, implied_values, Layout};
 
 /// Literals shorter than this are too common in log text to be worth a search.
 const MIN_LITERAL: usize = 4;
@@ -68,6 +68,9 @@ struct Group {
     anchor: usize,
     /// Every literal is written as itself by [`Prefilter::writer`]: no escape can hide one.
     verbatim: bool,
+    /// The group is a field's key ([`key_of`]), not a value: keys recur in most records of
+    /// a source, so a pack's search leaves such a group to the rule's own prefilter.
+    key: bool,
 }
 
 /// The prefilter of one query; empty (accepting everything) when nothing is required.
@@ -144,10 +147,11 @@ impl Prefilter {
     pub(crate) fn from_node(node: &Node, layout: &Layout) -> Self {
         let groups: Vec<Group> = required(node, layout)
             .into_iter()
-            .map(|lits| Group {
+            .map(|Need { lits, key }| Group {
                 has_slash: lits.iter().any(|l| l.contains('/')),
                 anchor: scan::anchor(lits.first().map_or(&[][..], |l| l.as_bytes())),
                 verbatim: false,
+                key,
                 finders: lits
                     .iter()
                     .map(|l| Finder::new(l.as_bytes()).into_owned())
@@ -219,6 +223,11 @@ impl Prefilter {
             .collect()
     }
 
+    /// Which of [`Prefilter::groups`] are a field's key rather than a value.
+    pub(crate) fn key_groups(&self) -> Vec<bool> {
+        self.groups.iter().map(|g| g.key).collect()
+    }
+
     /// False only when the record's text cannot match the query.
     pub fn may_match(&self, text: &[u8]) -> bool {
         let skipped = match &self.skip {
@@ -240,10 +249,22 @@ impl Prefilter {
                 }
             });
         }
+        self.groups_hold(text, |i, _| Some(i) != skipped)
+    }
+
+    /// [`Prefilter::may_match`] over its groups of keys alone ([`Prefilter::key_groups`]):
+    /// what a pack's search leaves to the rule (`Gate::passes`).
+    pub(crate) fn keys_may_match(&self, text: &[u8]) -> bool {
+        self.groups_hold(text, |_, g| g.key)
+    }
+
+    /// Whether each group `which` names holds in `text`: one of its literals is there, or
+    /// an escape could hide one.
+    fn groups_hold(&self, text: &[u8], which: impl Fn(usize, &Group) -> bool) -> bool {
         let mut unicode: Option<bool> = None;
         let mut slash: Option<bool> = None;
         for (i, g) in self.groups.iter().enumerate() {
-            if Some(i) == skipped || g.finders.iter().any(|f| f.find(text).is_some()) {
+            if !which(i, g) || g.finders.iter().any(|f| f.find(text).is_some()) {
                 continue;
             }
             if g.verbatim {
@@ -342,7 +363,7 @@ impl<'p> BufferScan<'p> {
 /// `and` joins its operands' groups; `or` merges the most selective group of each branch
 /// into one (none when a branch has none). A walk with a stack of its own: a rule's
 /// nesting costs no call stack (the Fluent Bit module loads rules on an 8 KiB one).
-fn required(root: &Node, root_layout: &Layout) -> Vec<Vec<String>> {
+fn required(root: &Node, root_layout: &Layout) -> Vec<Need> {
     enum Visit<'n> {
         Enter(&'n Node, &'n Layout),
         /// An `and` (or `or`) whose operands' groups are the last `operands` on `done`.
@@ -352,7 +373,7 @@ fn required(root: &Node, root_layout: &Layout) -> Vec<Vec<String>> {
         },
     }
     let mut todo = vec![Visit::Enter(root, root_layout)];
-    let mut done: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut done: Vec<Vec<Need>> = Vec::new();
     while let Some(visit) = todo.pop() {
         match visit {
             Visit::Enter(Node::And(items) | Node::Or(items), layout) => {
@@ -381,16 +402,34 @@ fn required(root: &Node, root_layout: &Layout) -> Vec<Vec<String>> {
     done.pop().unwrap_or_default()
 }
 
-/// The one group an `or` requires: the most selective group of each branch (its longest
-/// shortest literal), merged; none when a branch requires nothing.
-fn either(branches: Vec<Vec<Vec<String>>>) -> Vec<Vec<String>> {
+/// One group a record must hold a literal of.
+struct Need {
+    lits: Vec<String>,
+    /// A field's key ([`key_of`]).
+    key: bool,
+}
+
+impl Need {
+    fn value(lits: Vec<String>) -> Need {
+        Need { lits, key: false }
+    }
+}
+
+/// The one group an `or` requires: the most selective group of each branch (a value
+/// before a key, then the longest shortest literal), merged; none when a branch requires
+/// nothing. The merged group is a key group when any branch gave one.
+fn either(branches: Vec<Vec<Need>>) -> Vec<Need> {
     let mut merged = Vec::new();
+    let mut key = false;
     for groups in branches {
         let best = groups
             .into_iter()
-            .max_by_key(|g| g.iter().map(String::len).min().unwrap_or(0));
+            .max_by_key(|g| (!g.key, g.lits.iter().map(String::len).min().unwrap_or(0)));
         match best {
-            Some(g) => merged.extend(g),
+            Some(g) => {
+                key |= g.key;
+                merged.extend(g.lits);
+            }
             None => return Vec::new(),
         }
     }
@@ -399,33 +438,92 @@ fn either(branches: Vec<Vec<Vec<String>>>) -> Vec<Vec<String>> {
     if merged.is_empty() {
         Vec::new()
     } else {
-        vec![merged]
+        vec![Need { lits: merged, key }]
     }
 }
 
-/// The groups one test requires.
-fn test_groups(test: &Test, layout: &Layout) -> Vec<Vec<String>> {
+/// The groups one test requires: its value's literal, else the field's key.
+fn test_groups(test: &Test, layout: &Layout) -> Vec<Need> {
+    let key = |field, object| {
+        key_of(layout, field, object)
+            .map(|lits| Need { lits, key: true })
+            .into_iter()
+            .collect()
+    };
     match test {
-        Test::Exists(_)
-        | Test::Glob { .. }
-        | Test::InNetwork { .. }
-        | Test::InSet { .. }
-        | Test::Range { .. }
-        | Test::Nested(_) => Vec::new(),
-        // A folded field's values are not in the text as the pattern writes them.
-        Test::Match { fold, .. } if *fold != Fold::None => Vec::new(),
-        Test::FreeText(pattern) => literal_of(pattern, false).into_iter().collect(),
-        Test::Match { field, pattern, .. } => {
+        Test::Nested(_) => Vec::new(),
+        Test::FreeText(pattern) => literal_of(pattern, false)
+            .map(Need::value)
+            .into_iter()
+            .collect(),
+        Test::Exists(field) => key(*field, true),
+        Test::Glob { field, .. }
+        | Test::InNetwork { field, .. }
+        | Test::InSet { field, .. }
+        | Test::Range { field, .. } => key(*field, false),
+        Test::Match {
+            field,
+            pattern,
+            fold,
+        } => {
             // A raw CloudTrail record implies some fields' values without writing them:
-            // a pattern one of those could match is not required in the text.
+            // a pattern one of those could match is not required in the text. A folded
+            // field's values are not in the text as the pattern writes them.
             let implied = implied_values(layout.field_name(*field));
             if implied.iter().any(|v| pattern.matches(v)) {
                 return Vec::new();
             }
-            literal_of(pattern, true).into_iter().collect()
+            match fold {
+                Fold::None => match literal_of(pattern, true) {
+                    Some(lits) => vec![Need::value(lits)],
+                    None => key(*field, false),
+                },
+                _ => key(*field, false),
+            }
         }
     }
 }
+
+/// The one-literal-of group a test of `field` requires of the text when its value gives
+/// none (a number, a range, a folded value): the field's key. For the field to have a
+/// value, some key of the record must end where the field's name does: its last
+/// dot-separated component, after a quote (`{"number":..}`) or a dot
+/// (`"source.as.number"`), before the key's closing quote. A raw CloudTrail record's value
+/// may come from the CloudTrail keys the field is mapped from instead (`sourceIPAddress`
+/// for `source.ip`), so those are in the group too. An `exists` test also holds for an
+/// object, which a dotted key can reach without ending there (`"user.name"` for `user:*`):
+/// then the component may be followed by a dot. A multi-field (`.caseless`) is its
+/// parent's key. No group for a field a CloudTrail record implies without a key
+/// (`event.outcome`), nor when a key literal would be under [`MIN_KEY_LITERAL`] bytes.
+fn key_of(layout: &Layout, field: crate::record::FieldId, object: bool) -> Option<Vec<String>> {
+    let (_, name) = Fold::of(layout.field_name(field));
+    if !implied_values(name).is_empty() {
+        return None;
+    }
+    let last = |path: &str| json_escaped(path.rsplit('.').next().unwrap_or(path));
+    let mut keys = vec![last(name)];
+    keys.extend(cloudtrail_paths(name).iter().map(|p| last(p)));
+    let mut group = Vec::new();
+    for key in keys {
+        for before in ['"', '.'] {
+            group.push(format!("{before}{key}\""));
+            if object {
+                group.push(format!("{before}{key}."));
+            }
+        }
+    }
+    group.sort();
+    group.dedup();
+    group
+        .iter()
+        .all(|l| l.len() >= MIN_KEY_LITERAL)
+        .then_some(group)
+}
+
+/// The shortest key literal ([`key_of`]): a key of one or two characters (`ip`, `id`) is
+/// in most records, and its four bytes would shorten every step of a skip search over the
+/// whole pack's literals.
+const MIN_KEY_LITERAL: usize = MIN_LITERAL + 1;
 
 /// The one-literal group a value pattern requires of the text, if any: the exact value,
 /// or a wildcard's longest piece, as JSON writes it inside a string.
@@ -606,6 +704,69 @@ mod tests {
             let missing = escaped.replace("GetCaller", "GetCallers");
             assert!(!fb.may_match(missing.as_bytes()), "skip {skip}");
         }
+    }
+
+    /// A test whose value gives no literal requires the field's key: nested or dotted,
+    /// and for a raw CloudTrail record the keys it is mapped from; `exists` also through a
+    /// dotted key that continues past the field. Every record the query matches passes.
+    #[test]
+    fn a_value_without_a_literal_requires_its_fields_key() {
+        let lits = |q: &str| prefilter(q).literals();
+        assert_eq!(
+            lits("source.as.number: (216025 or 57138)"),
+            vec![vec![r#""number""#.to_owned(), r#".number""#.to_owned()]]
+        );
+        assert_eq!(
+            lits("user.name: *"),
+            vec![[
+                r#""name""#,
+                r#""name."#,
+                r#""userName""#,
+                r#""userName."#,
+                r#".name""#,
+                r#".name."#,
+                r#".userName""#,
+                r#".userName."#
+            ]
+            .map(str::to_owned)
+            .to_vec()]
+        );
+        assert_eq!(
+            lits("process.name.caseless: \"cmd.exe\""),
+            vec![vec![r#""name""#.to_owned(), r#".name""#.to_owned()]],
+            "a multi-field is its parent's key"
+        );
+        // Keys of one or two characters, and fields CloudTrail implies, give none.
+        assert!(
+            lits("source.ip: 10.0.0.0/8").is_empty(),
+            "`ip` is too short a key"
+        );
+        assert!(lits("a.id >= 5").is_empty());
+        assert!(lits("event.outcome: *").is_empty());
+        // A value still comes before its key.
+        assert_eq!(
+            lits("source.as.organization.name: \"Acme\""),
+            vec![vec![r#""Acme""#.to_owned()]]
+        );
+        let number = prefilter("source.as.number: 216025");
+        for (record, may) in [
+            (&br#"{"source":{"as":{"number":216025}}}"#[..], true),
+            (br#"{"source.as.number":216025}"#, true),
+            (br#"{"source":{"as.number":2.16025e5}}"#, true),
+            (br#"{"source":{"address":"216025"}}"#, false),
+            (br#"{"source":{"as":{"n\u0075mber":1}}}"#, true),
+        ] {
+            assert_eq!(
+                number.may_match(record),
+                may,
+                "{}",
+                String::from_utf8_lossy(record)
+            );
+        }
+        let user = prefilter("user: *");
+        assert!(user.may_match(br#"{"user.name":"x"}"#));
+        assert!(user.may_match(br#"{"user":{"name":"x"}}"#));
+        assert!(!user.may_match(br#"{"userName":"x"}"#));
     }
 
     /// A value a raw CloudTrail record implies is not in its text; any other value of the
