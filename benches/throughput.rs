@@ -601,7 +601,7 @@ fn elastic_set(a: &Args, rt: &Runtime, records: &[String]) -> Result<()> {
     println!();
     println!("Where the whole set's time goes natively, stage by stage (each stage timed over every record it sees):");
     println!();
-    println!("| stream | gate (search, index foretold, prefilters) | parse | index | decide | records chosen / parsed / admitted | rule decisions per admitted record |");
+    println!("| stream | gate (index read or foretold, search, prefilters) | parse | index | decide | records chosen / parsed / admitted | rule decisions per admitted record |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (stream, recs) in [("CloudTrail mix", records), ("ECS stream", &ecs[..])] {
         let mut d = Detector::open(&set, &newterms::Settings::default(), None)?;

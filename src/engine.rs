@@ -181,7 +181,8 @@ impl IndexGate {
             .into_boxed_slice();
     }
 
-    /// Records rule `r` was kept from by what their text foretold of their index.
+    /// Records rule `r` was kept from by what their text foretold of their index, or by
+    /// their index read before the search.
     fn foretold_out(&self, r: usize) -> u64 {
         let foretold: u64 = self
             .foretold

@@ -873,11 +873,7 @@ fn the_readmes_configurations_give_every_alert() {
         let log = String::from_utf8_lossy(&output.stderr).into_owned()
             + &String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{name}: {log}");
-        let text = std::fs::read_to_string(out_dir.join("records")).unwrap_or_default();
-        let got: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a record"))
-            .collect();
+        let got = written(&dir.0);
         assert_eq!(got.len(), want.len(), "{name}: {log}");
         assert!(got == want, "{name}: the alerts differ from the core's");
     }
