@@ -11,7 +11,7 @@
 //! step recurses into them, so any record that was read gives its alert whatever its
 //! nesting, on any host's stack. A key the record repeats keeps its last value, where it
 //! last stood. The fields that are the same for every alert of a rule are rendered once,
-//! when the rule is loaded.
+//! at the rule's first alert.
 
 use std::borrow::Cow;
 
@@ -86,7 +86,7 @@ impl AlertFacts<'_> {
 }
 
 /// The part of a rule's alerts that is the same for every alert: its fields, rendered
-/// once when the rule is loaded.
+/// once, at the rule's first alert.
 #[derive(Debug, Clone)]
 pub struct Template {
     /// `"kibana.alert.severity":...,...,"kibana.alert.rule.tags":[...]`.

@@ -2,8 +2,8 @@
 //! every rule's gate literals, before any parse.
 //!
 //! A rule's gate is one of its prefilter's groups (a record it can match holds one of the
-//! group's literals, or an escape that could hide one). Each rule takes the group whose
-//! literals the most rules share (then the one with the longest shortest literal): rules
+//! group's literals, or an escape that could hide one). Each rule takes a group of values
+//! before one of keys (`query::literal`'s `key_of`), then the group whose literals the most rules share (then the one with the longest shortest literal): rules
 //! of one data source share literals (`network`, a dataset name), so the literals stay few
 //! however many rules there are. Each rule the gate lets through then runs its whole
 //! prefilter, so the choice changes only the cost, never a decision.
@@ -24,8 +24,8 @@
 //! reach (the host's index, or raw CloudTrail's, or an unknown one), with the evidence.
 //! Most records of a collector name no index (raw CloudTrail, a Fluent Bit tail), and for
 //! Elastic's set that search holds 154 literals instead of 1,427, few and long enough to
-//! skip; only a record that names its own index is searched again, for every literal
-//! ([`Gate::open`]).
+//! skip. A record that may name its own index has its index read instead, and is then
+//! searched for only the literals of the rules that index admits ([`Gate::open_admitted`]).
 
 use crate::query::Prefilter;
 
@@ -69,9 +69,10 @@ pub(crate) struct Gate {
     escapes_hide: bool,
     /// For each literal, which index evidence it is ([`Found`]'s bits; 0 for none).
     evidence: Vec<u8>,
-    /// When the search holds every literal of every rule's prefilter (a large pack, whose
-    /// literals keep their quotes): each rule's groups as literal ids. A rule's prefilter
-    /// is then decided from what the search found, with no search of its own.
+    /// When the search holds every literal of every rule's groups of values and its gate
+    /// (a large pack, whose literals keep their quotes): those groups as literal ids. A
+    /// rule's prefilter is then decided from what the search found, but for its groups of
+    /// keys (`keys_left`), which the rule judges itself.
     exact: Option<Vec<Vec<Vec<u32>>>>,
     /// With `exact`: each rule has groups of keys the search leaves out (see
     /// [`crate::query::Prefilter::key_groups`]), which its own prefilter then judges.
@@ -352,7 +353,8 @@ impl Gate {
         })
     }
 
-    /// Whether each rule's prefilter is decided by the search alone (a large pack's gate):
+    /// Whether each rule's prefilter is decided by the search (a large pack's gate; its
+    /// groups of keys aside):
     /// then a record whose index is read before any search ([`Gate::open_admitted`]) is
     /// searched for only the literals of the rules that index admits.
     pub(crate) fn decides_prefilters(&self) -> bool {
@@ -419,8 +421,9 @@ impl Gate {
     /// search was built for ([`Gate::new`]; the host's index has not changed since). The
     /// first search then runs, and its answer stands unless the record names its own index:
     /// every rule an index it foretells admits has all its literals in it, and the rules it
-    /// leaves out are then kept out by that index anyway. Only a record that names its own
-    /// index is searched again, for every literal.
+    /// leaves out are then kept out by that index anyway. A record that names its own
+    /// index is searched again, for every literal (where no index is read first: see
+    /// [`Gate::open_first`]).
     pub(crate) fn open(
         &self,
         text: &[u8],

@@ -359,7 +359,8 @@ pub(crate) fn parse_toml(text: &str) -> Result<Table, toml::de::Error> {
 
 /// [`parse_toml`], copying only the keys `keep` keeps (it sees a key's table keys down
 /// from the top, then the key; only the first two levels are asked). The document is
-/// checked whole all the same.
+/// checked whole all the same for its syntax; a value in a key not kept is not converted,
+/// so an integer out of range there is not an error.
 fn parse_toml_kept(text: &str, keep: fn(&[&str]) -> bool) -> Result<Table, toml::de::Error> {
     use serde::de::Error as _;
     use toml::de::{DeString, DeTable, DeValue};

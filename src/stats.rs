@@ -11,10 +11,12 @@ pub struct Stats {
     /// Records seen (the elements of a `Records` array or JSON array each count; the
     /// envelope does not).
     pub records: u64,
-    /// Records rejected by the prefilter without a parse.
+    /// Records rejected by the prefilter without a full parse (a large pack may have
+    /// read the index fields of a record first).
     pub prefiltered: u64,
     /// Records outside the rule's indices (for a pack: outside every rule's that could
-    /// have matched them); see [`crate::index`].
+    /// have matched them, or, where the index was read before the search, outside every
+    /// rule's indices); see [`crate::index`] and docs/contract.md §15.
     pub out_of_index: u64,
     /// Records whose index could not be told (no `data_stream.*`, no Beat, no `index`
     /// setting, no `event.dataset`, not raw CloudTrail); `unknown_index` says whether

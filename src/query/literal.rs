@@ -4,7 +4,8 @@
 //! From the compiled query we derive groups of literals such that a matching record
 //! contains at least one literal of every group. `and` joins its children's groups, `or`
 //! merges one group from each branch (if any branch has none, the `or` gives none), `not`
-//! and `field: *` give none. A value is only used when it appears verbatim in the text of
+//! gives none, and a test whose value gives no literal (`field: *`, a number) gives its
+//! field's key (`key_of`). A value is only used when it appears verbatim in the text of
 //! any record that has it: a raw CloudTrail record implies `event.dataset`
 //! (`aws.cloudtrail`) and `event.outcome` (`success`, `failure`) without writing them, so
 //! a pattern that could match one of those is never used (`event.dataset: azure.*` still
