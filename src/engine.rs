@@ -552,6 +552,7 @@ impl Detector {
     /// counted out of their indices as the full path counts them.
     fn choose_by_index(&mut self, text: &[u8], envelopes: bool) -> Choice {
         self.candidates.clear();
+        self.next_generation();
         let IndexGate {
             reader: Some((layout, fields)),
             host,
@@ -619,11 +620,6 @@ impl Detector {
         let Some(gate) = &mut self.gate else {
             return Choice::default();
         };
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.stamp.iter_mut().for_each(|s| *s = 0);
-            self.generation = 1;
-        }
         let mut candidate = marker(&mut self.stamp, self.generation, &mut self.candidates);
         let mut mark = |r: u32| {
             if admits.get(r as usize).copied().unwrap_or(false) {

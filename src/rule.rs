@@ -417,10 +417,6 @@ fn parse_toml_kept(text: &str, keep: fn(&[&str]) -> bool) -> Result<Table, toml:
     }];
     loop {
         let depth = stack.len();
-        let parent: Option<String> = match depth {
-            2 => stack[1].key.clone(),
-            _ => None,
-        };
         let Some(top) = stack.last_mut() else {
             return Ok(Table::new());
         };
@@ -428,9 +424,10 @@ fn parse_toml_kept(text: &str, keep: fn(&[&str]) -> bool) -> Result<Table, toml:
             Some((key, v)) => {
                 let key = key.map(|k| k.into_owned());
                 if let (Some(k), 1..=2) = (&key, depth) {
-                    let kept = match &parent {
-                        None => keep(&[k]),
-                        Some(p) => keep(&[p, k]),
+                    // At the second level the open table is the key's parent.
+                    let kept = match (depth, top.key.as_deref()) {
+                        (2, Some(p)) => keep(&[p, k]),
+                        _ => keep(&[k]),
                     };
                     if !kept {
                         continue;
