@@ -59,7 +59,7 @@ pub struct Detector {
     /// Each rule's indices, and what each index admits.
     pub(crate) index: IndexGate,
     /// The gate literals the current record holds (reused).
-    seen: Vec<u32>,
+    seen: crate::gate::Seen,
     /// Some rule has changes to take ([`Detector::take_changes`]).
     pub(crate) changed: bool,
 }

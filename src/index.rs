@@ -314,15 +314,30 @@ fn one_value<'v>(field: Field<'v, '_>) -> Option<Cow<'v, str>> {
 
 /// What a record's text says of its index before it is parsed.
 ///
-/// Soundness: steps 1, 2 and 4 of the derivation need a key `data_stream`, `agent` or
-/// `dataset` (nested or dotted), so a text without `"data_stream`, `"agent` and
-/// `dataset"` (where no escape can hide them) takes its index from step 3 or later. Step
-/// 5 needs top-level `"eventSource"` and `"eventName"` keys, so a text without both is
-/// not a raw CloudTrail record. The gate searches these literals along with the rules'
-/// ([`crate::gate`]); only the absence of a literal is ever relied on.
+/// Soundness: step 1 of the derivation needs a key `data_stream` (nested or dotted), so a
+/// text without `"data_stream` has none; step 2 needs `agent.type` to be one of
+/// [`BEATS`], a string the text then holds with its quotes (`"filebeat"`); step 4 needs
+/// a key `dataset` (nested, `"dataset"`, or the last of a dotted key, `.dataset"`). A text
+/// without any of these literals (where no escape can hide one) takes its index from step
+/// 3 or later. Step 5 needs top-level `"eventSource"` and `"eventName"` keys, so a text
+/// without both is not a raw CloudTrail record. The gate searches these literals along
+/// with the rules' ([`crate::gate`]); only the absence of a literal is ever relied on. Each
+/// is as long as the keys and values allow (the shortest is 9 bytes), since the shortest
+/// literal of a skip search bounds how far it skips.
 pub(crate) mod evidence {
     /// Literals whose presence means the record may name its own index.
-    pub(crate) const NAMES_ITSELF: [&[u8]; 3] = [b"\"data_stream", b"\"agent", b"dataset\""];
+    pub(crate) const NAMES_ITSELF: [&[u8]; 10] = [
+        b"\"data_stream",
+        b"\"auditbeat\"",
+        b"\"filebeat\"",
+        b"\"functionbeat\"",
+        b"\"heartbeat\"",
+        b"\"metricbeat\"",
+        b"\"packetbeat\"",
+        b"\"winlogbeat\"",
+        b"\"dataset\"",
+        b".dataset\"",
+    ];
     /// The keys a raw CloudTrail record must have.
     pub(crate) const CLOUDTRAIL_SOURCE: &[u8] = b"\"eventSource\"";
     pub(crate) const CLOUDTRAIL_NAME: &[u8] = b"\"eventName\"";
@@ -474,6 +489,17 @@ mod tests {
 
     fn p(list: &[&str]) -> Patterns {
         Patterns::parse(list).expect("patterns")
+    }
+
+    #[test]
+    fn every_beat_is_evidence_of_an_own_index() {
+        for beat in BEATS {
+            let quoted = format!("\"{beat}\"");
+            assert!(
+                evidence::NAMES_ITSELF.contains(&quoted.as_bytes()),
+                "{quoted} is a Beat's name, and so names its record's index"
+            );
+        }
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Detector {
             generation: 0,
             line_prefilter,
             index,
-            seen: Vec::new(),
+            seen: Default::default(),
             changed: false,
         })
     }

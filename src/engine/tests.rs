@@ -454,13 +454,20 @@ fn a_large_packs_first_search_decides_as_each_rule_alone() {
             0 => format!(r#","g":"w{:02}x""#, next(n as u64)),
             _ => String::new(),
         };
-        let origin = match next(6) {
+        let origin = match next(9) {
             0 => r#","eventSource":"s3.amazonaws.com","eventName":"GetObject""#.to_owned(),
             1 => r#","data_stream":{"type":"logs","dataset":"app.x","namespace":"default"}"#
                 .to_owned(),
             2 => r#","data_stream.type":"logs","data_stream.dataset":"aws.cloudtrail","data_stream.namespace":"p""#.to_owned(),
             3 => r#","agent":{"type":"filebeat","version":"8.1.0"}"#.to_owned(),
             4 => r#","event":{"dataset":"aws.cloudtrail"}"#.to_owned(),
+            // A Beat's name dotted and escaped, an agent that is no Beat, a dotted dataset.
+            5 => r#","agent.type":"winlogbeat","agent.version":"7.17.0""#.to_owned(),
+            6 => match next(2) {
+                0 => r#","agent":{"type":"elastic-agent"}"#.to_owned(),
+                _ => r#","agent":{"type":"\u0066ilebeat"}"#.to_owned(),
+            },
+            7 => r#","event.dataset":"app.x""#.to_owned(),
             _ => String::new(),
         };
         let t = 1_767_225_600 + k * 600;
