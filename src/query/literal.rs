@@ -146,9 +146,16 @@ impl Needle<'_> {
 
 impl Prefilter {
     pub(crate) fn from_node(node: &Node, layout: &Layout) -> Self {
-        let groups: Vec<Group> = required(node, layout)
+        // Tests of fields under one path give the same path group: it is required once.
+        let mut needs: Vec<Need> = Vec::new();
+        for need in required(node, layout) {
+            if !needs.iter().any(|n| n.lits == need.lits) {
+                needs.push(need);
+            }
+        }
+        let groups: Vec<Group> = needs
             .into_iter()
-            .map(|Need { lits, key }| Group {
+            .map(|Need { lits, key, .. }| Group {
                 has_slash: lits.iter().any(|l| l.contains('/')),
                 anchor: scan::anchor(lits.first().map_or(&[][..], |l| l.as_bytes())),
                 verbatim: false,
@@ -375,6 +382,8 @@ fn required(root: &Node, root_layout: &Layout) -> Vec<Need> {
     }
     let mut todo = vec![Visit::Enter(root, root_layout)];
     let mut done: Vec<Vec<Need>> = Vec::new();
+    // Each field's path group, worked out once: a rule's value list is a test per value.
+    let mut paths = Paths::default();
     while let Some(visit) = todo.pop() {
         match visit {
             Visit::Enter(Node::And(items) | Node::Or(items), layout) => {
@@ -389,7 +398,9 @@ fn required(root: &Node, root_layout: &Layout) -> Vec<Need> {
                 todo.push(Visit::Enter(&n.node, &n.layout))
             }
             Visit::Enter(Node::Not(_), _) => done.push(Vec::new()),
-            Visit::Enter(Node::Test(test), layout) => done.push(test_groups(test, layout)),
+            Visit::Enter(Node::Test(test), layout) => {
+                done.push(test_groups(test, layout, &mut paths))
+            }
             Visit::Exit { and, operands } => {
                 let groups = done.split_off(done.len().saturating_sub(operands));
                 done.push(if and {
@@ -406,26 +417,34 @@ fn required(root: &Node, root_layout: &Layout) -> Vec<Need> {
 /// One group a record must hold a literal of.
 struct Need {
     lits: Vec<String>,
-    /// A field's key ([`key_of`]).
+    /// A field's key ([`key_of`]) or path ([`path_of`]).
     key: bool,
+    /// A field's path: a component that may be in any key of the record.
+    path: bool,
 }
 
 impl Need {
     fn value(lits: Vec<String>) -> Need {
-        Need { lits, key: false }
+        Need {
+            lits,
+            key: false,
+            path: false,
+        }
     }
 }
 
 /// The one group an `or` requires: the most selective group of each branch (a value
-/// before a key, then the longest shortest literal), merged; none when a branch requires
-/// nothing. The merged group is a key group when any branch gave one.
+/// before a key, a key before a path, then the longest shortest literal), merged; none
+/// when a branch requires nothing. The merged group is a key group when any branch gave
+/// one.
 fn either(branches: Vec<Vec<Need>>) -> Vec<Need> {
     let mut merged = Vec::new();
     let mut key = false;
     for groups in branches {
-        let best = groups
-            .into_iter()
-            .max_by_key(|g| (!g.key, g.lits.iter().map(String::len).min().unwrap_or(0)));
+        let best = groups.into_iter().max_by_key(|g| {
+            let shortest = g.lits.iter().map(String::len).min().unwrap_or(0);
+            (!g.key, !g.path, shortest)
+        });
         match best {
             Some(g) => {
                 key |= g.key;
@@ -439,15 +458,62 @@ fn either(branches: Vec<Vec<Need>>) -> Vec<Need> {
     if merged.is_empty() {
         Vec::new()
     } else {
-        vec![Need { lits: merged, key }]
+        vec![Need {
+            lits: merged,
+            key,
+            path: false,
+        }]
     }
 }
 
-/// The groups one test requires: its value's literal, else the field's key.
-fn test_groups(test: &Test, layout: &Layout) -> Vec<Need> {
+/// The path groups ([`path_of`]) of the fields of a query, by layout and field.
+#[derive(Default)]
+struct Paths(Vec<(*const Layout, crate::record::FieldId, Option<Vec<String>>)>);
+
+impl Paths {
+    fn of(&mut self, layout: &Layout, field: crate::record::FieldId) -> Option<Vec<String>> {
+        let at = std::ptr::from_ref(layout);
+        if let Some((_, _, group)) = self.0.iter().find(|(l, f, _)| *l == at && *f == field) {
+            return group.clone();
+        }
+        let group = path_of(layout, field);
+        self.0.push((at, field, group.clone()));
+        group
+    }
+}
+
+/// The groups one test requires: its value's literal, else the field's key; and the
+/// field's path, when only the field's own path can give it a value ([`path_of`]).
+fn test_groups(test: &Test, layout: &Layout, paths: &mut Paths) -> Vec<Need> {
+    let mut groups = field_groups(test, layout);
+    let field = match test {
+        Test::Nested(_) | Test::FreeText(_) => None,
+        Test::Exists(field)
+        | Test::Glob { field, .. }
+        | Test::InNetwork { field, .. }
+        | Test::InSet { field, .. }
+        | Test::Range { field, .. }
+        | Test::Match { field, .. } => Some(*field),
+    };
+    if let Some(lits) = field.and_then(|f| paths.of(layout, f)) {
+        groups.push(Need {
+            lits,
+            key: true,
+            path: true,
+        });
+    }
+    groups
+}
+
+/// The groups a test requires of its value or its field's key.
+fn field_groups(test: &Test, layout: &Layout) -> Vec<Need> {
     let key = |field, object| {
         key_of(layout, field, object)
-            .map(|lits| Need { lits, key: true })
+            .map(|lits| Need {
+                lits,
+                key: true,
+                path: false,
+            })
             .into_iter()
             .collect()
     };
@@ -519,6 +585,27 @@ fn key_of(layout: &Layout, field: crate::record::FieldId, object: bool) -> Optio
         .iter()
         .all(|l| l.len() >= MIN_KEY_LITERAL)
         .then_some(group)
+}
+
+/// The group a record must hold for `field` to have a value when only its own (ECS) path
+/// can give it one: no raw CloudTrail key maps to it and a CloudTrail record implies
+/// nothing of it (`aws.cloudtrail.flattened.request_parameters.attribute`,
+/// `process.command_line`). Every component of the path is then in some key of the text
+/// (the whole key, or a part of a dotted key), as JSON writes it; the longest but the last
+/// is taken (the last is the field's key, [`key_of`]), as it is, with no quote or dot
+/// around it: one literal to search (its four forms, `"c"`, `"c.`, `.c.` and `.c"`, cost
+/// four searches to build for little more). Over raw CloudTrail, whose keys are
+/// CloudTrail's (`requestParameters`), such a group rules out what only the ECS form of a
+/// record can match, without a parse. `None` for a field of one component, or when the
+/// longest but the last is under [`MIN_KEY_LITERAL`] bytes.
+fn path_of(layout: &Layout, field: crate::record::FieldId) -> Option<Vec<String>> {
+    let (_, name) = Fold::of(layout.field_name(field));
+    if !implied_values(name).is_empty() || !cloudtrail_paths(name).is_empty() {
+        return None;
+    }
+    let (parents, _) = name.rsplit_once('.')?;
+    let component = json_escaped(parents.split('.').max_by_key(|c| c.len())?);
+    (component.len() >= MIN_KEY_LITERAL).then(|| vec![component])
 }
 
 /// The shortest key literal ([`key_of`]): a key of one or two characters (`ip`, `id`) is
@@ -713,9 +800,18 @@ mod tests {
     #[test]
     fn a_value_without_a_literal_requires_its_fields_key() {
         let lits = |q: &str| prefilter(q).literals();
+        let path = |c: &str| vec![c.to_owned()];
+        // An `or` keeps one group of each branch: the key before the path.
         assert_eq!(
             lits("source.as.number: (216025 or 57138)"),
             vec![vec![r#""number""#.to_owned(), r#".number""#.to_owned()]]
+        );
+        assert_eq!(
+            lits("source.as.number: 216025"),
+            vec![
+                vec![r#""number""#.to_owned(), r#".number""#.to_owned()],
+                path("source")
+            ]
         );
         assert_eq!(
             lits("user.name: *"),
@@ -734,7 +830,10 @@ mod tests {
         );
         assert_eq!(
             lits("process.name.caseless: \"cmd.exe\""),
-            vec![vec![r#""name""#.to_owned(), r#".name""#.to_owned()]],
+            vec![
+                vec![r#""name""#.to_owned(), r#".name""#.to_owned()],
+                path("process")
+            ],
             "a multi-field is its parent's key"
         );
         // Keys of one or two characters, and fields CloudTrail implies, give none.
@@ -747,7 +846,7 @@ mod tests {
         // A value still comes before its key.
         assert_eq!(
             lits("source.as.organization.name: \"Acme\""),
-            vec![vec![r#""Acme""#.to_owned()]]
+            vec![vec![r#""Acme""#.to_owned()], path("organization")]
         );
         let number = prefilter("source.as.number: 216025");
         for (record, may) in [
@@ -768,6 +867,74 @@ mod tests {
         assert!(user.may_match(br#"{"user.name":"x"}"#));
         assert!(user.may_match(br#"{"user":{"name":"x"}}"#));
         assert!(!user.may_match(br#"{"userName":"x"}"#));
+    }
+
+    /// A field only its ECS path can give a value requires that path's longest parent
+    /// component, which some key holds whole or as part of a dotted key; a field a raw
+    /// CloudTrail record maps or implies does not. Every record the query matches passes,
+    /// and a raw CloudTrail record of the same values does not.
+    #[test]
+    fn a_field_only_its_path_gives_requires_the_path() {
+        let q = "aws.cloudtrail.flattened.request_parameters.attribute: \"userData\"";
+        let p = prefilter(q);
+        assert_eq!(p.literals().len(), 2, "{:?}", p.literals());
+        assert_eq!(p.literals()[1], ["request_parameters"]);
+        let records: [(&[u8], bool, bool); 7] = [
+            (
+                br#"{"aws":{"cloudtrail":{"flattened":{"request_parameters":{"attribute":"userData"}}}}}"#,
+                true,
+                true,
+            ),
+            (
+                br#"{"aws.cloudtrail.flattened.request_parameters.attribute":"userData"}"#,
+                true,
+                true,
+            ),
+            (
+                br#"{"aws.cloudtrail":{"flattened.request_parameters":{"attribute":"userData"}}}"#,
+                true,
+                true,
+            ),
+            (
+                br#"{"aws":{"cloudtrail.flattened":{"request_parameters.attribute":"userData"}}}"#,
+                true,
+                true,
+            ),
+            (
+                br#"{"request_parameters":{"attribute":"userData"}}"#,
+                true,
+                false,
+            ),
+            (
+                br#"{"aws":{"cloudtrail":{"flattened":{"re\u0071uest_parameters":{"attribute":"userData"}}}}}"#,
+                true,
+                true,
+            ),
+            // Raw CloudTrail: its keys are CloudTrail's, which no mapping reads this from.
+            (
+                br#"{"eventSource":"ec2.amazonaws.com","eventName":"DescribeInstanceAttribute","requestParameters":{"attribute":"userData"}}"#,
+                false,
+                false,
+            ),
+        ];
+        for (record, may, matches) in records {
+            let shown = String::from_utf8_lossy(record);
+            assert_eq!(p.may_match(record), may, "{shown}");
+            // What the query matches, it passes; the raw CloudTrail record is no match.
+            let mut b = LayoutBuilder::new();
+            let query = Query::compile(q, &mut b).unwrap();
+            let layout = b.build();
+            let view = crate::RecordView::parse(record, &layout, false).unwrap();
+            assert_eq!(query.matches(&view, &layout), Ok(matches), "{shown}");
+        }
+        // Mapped or implied fields, and fields of one component, give none.
+        for (q, groups) in [
+            ("aws.cloudtrail.user_identity.arn: \"x1234\"", 1),
+            ("event.outcome: failure", 0),
+            ("message: \"hello\"", 1),
+        ] {
+            assert_eq!(prefilter(q).literals().len(), groups, "{q}");
+        }
     }
 
     /// A value a raw CloudTrail record implies is not in its text; any other value of the
